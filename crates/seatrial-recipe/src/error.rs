@@ -1,0 +1,48 @@
+//! Errors of reading a recipe: each names the file, where in it, and what to do.
+
+use std::path::PathBuf;
+
+use crate::validate::Finding;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no compose file in {dir}: expected one of compose.yml, compose.yaml, docker-compose.yml, docker-compose.yaml"
+    )]
+    NoComposeFile { dir: PathBuf },
+    #[error(
+        "{path} is {size} bytes, over the {limit}-byte limit for a compose file; is it really one?"
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{path} is not valid YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("{path}: at `{at}`: {message}")]
+    Schema {
+        path: PathBuf,
+        at: String,
+        message: String,
+    },
+    #[error("{path} cannot be deployed:\n{}", render_findings(findings))]
+    Invalid {
+        path: PathBuf,
+        findings: Vec<Finding>,
+    },
+}
+
+fn render_findings(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| format!("  - {f}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,205 @@
+//! Reading compose files: YAML (with resource budgets) → typed model, with warnings for keys
+//! seatrial does not know and `x-*` extensions kept.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::compose::ComposeFile;
+use crate::error::RecipeError;
+use crate::validate::{Finding, Severity};
+
+/// Compose files larger than this are refused before parsing (real recipes are a few KiB).
+pub const MAX_COMPOSE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// File names tried, in order, when a directory is given.
+pub const COMPOSE_FILE_NAMES: [&str; 4] = [
+    "compose.yml",
+    "compose.yaml",
+    "docker-compose.yml",
+    "docker-compose.yaml",
+];
+
+/// A parsed compose file and what was noticed while reading it.
+#[derive(Debug, Clone)]
+pub struct LoadedCompose {
+    pub path: PathBuf,
+    pub compose: ComposeFile,
+    /// Warnings (unknown keys, ignored settings) and errors found by validation.
+    pub findings: Vec<Finding>,
+}
+
+impl LoadedCompose {
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+    }
+
+    /// The directory the compose file lives in; relative `file:` paths resolve against it.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Finds the compose file of a recipe directory (or takes a file path as is).
+pub fn find_compose_file(path: &Path) -> Result<PathBuf, RecipeError> {
+    let meta = fs::metadata(path).map_err(|source| RecipeError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.is_file() {
+        return Ok(path.to_owned());
+    }
+    COMPOSE_FILE_NAMES
+        .iter()
+        .map(|name| path.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| RecipeError::NoComposeFile {
+            dir: path.to_owned(),
+        })
+}
+
+/// Loads and validates the compose file of a recipe directory or a compose file path.
+/// Validation errors are returned as [`RecipeError::Invalid`]; warnings stay in `findings`.
+pub fn load_compose(path: &Path) -> Result<LoadedCompose, RecipeError> {
+    let file = find_compose_file(path)?;
+    let len = fs::metadata(&file)
+        .map_err(|source| RecipeError::Io {
+            path: file.clone(),
+            source,
+        })?
+        .len();
+    if len > MAX_COMPOSE_BYTES {
+        return Err(RecipeError::TooLarge {
+            path: file,
+            size: len,
+            limit: MAX_COMPOSE_BYTES,
+        });
+    }
+    let text = fs::read_to_string(&file).map_err(|source| RecipeError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let value = parse_yaml(&text, &file)?;
+    let (compose, mut findings) = compose_from_value(value, &file)?;
+    findings.extend(crate::validate::validate(&compose));
+    let errors: Vec<Finding> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .cloned()
+        .collect();
+    if !errors.is_empty() {
+        return Err(RecipeError::Invalid {
+            path: file,
+            findings: errors,
+        });
+    }
+    Ok(LoadedCompose {
+        path: file,
+        compose,
+        findings,
+    })
+}
+
+/// Parses YAML text into a generic value, within serde-saphyr's default resource budget
+/// (which refuses alias bombs and absurd nesting).
+///
+/// Scalars keep the spelling compose users expect: `0440` stays text (file modes are octal),
+/// `yes`/`on` stay text (YAML 1.2), `1_000` stays text.
+pub fn parse_yaml(text: &str, path: &Path) -> Result<Value, RecipeError> {
+    let mut options = serde_saphyr::Options::default();
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
+    options.strict_booleans = true;
+    let value: Value =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| RecipeError::Yaml {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    match value {
+        Value::Object(_) => Ok(value),
+        Value::Null => Err(RecipeError::Yaml {
+            path: path.to_owned(),
+            message: "the file is empty; a compose file needs at least `services:`".into(),
+        }),
+        other => Err(RecipeError::Yaml {
+            path: path.to_owned(),
+            message: format!(
+                "the top level must be a mapping (services:, volumes:, ...), not {}",
+                kind_of(&other)
+            ),
+        }),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Turns a generic value (one file, or the merge of several) into the typed model.
+/// Unknown keys become warnings; `x-*` keys are kept as extensions.
+pub fn compose_from_value(
+    value: Value,
+    path: &Path,
+) -> Result<(ComposeFile, Vec<Finding>), RecipeError> {
+    let extensions = |v: Option<&Value>| {
+        v.and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| k.starts_with("x-"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let top_extensions = extensions(Some(&value));
+    let service_extensions: Vec<(String, indexmap::IndexMap<String, Value>)> = value
+        .get("services")
+        .and_then(Value::as_object)
+        .map(|services| {
+            services
+                .iter()
+                .map(|(name, svc)| (name.clone(), extensions(Some(svc))))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let mut unknown = Vec::new();
+    // serde_ignored writes `?` for an Option level; users know no such level.
+    let mut on_unknown = |p: serde_ignored::Path<'_>| unknown.push(p.to_string().replace(".?", ""));
+    let ignored = serde_ignored::Deserializer::new(&value, &mut on_unknown);
+    let mut compose: ComposeFile =
+        serde_path_to_error::deserialize(ignored).map_err(|e| RecipeError::Schema {
+            path: path.to_owned(),
+            at: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })?;
+    compose.extensions = top_extensions;
+    for (name, ext) in service_extensions {
+        if let Some(svc) = compose.services.get_mut(&name) {
+            svc.extensions = ext;
+        }
+    }
+    let findings = unknown
+        .into_iter()
+        .filter(|p| !p.rsplit('.').next().unwrap_or(p).starts_with("x-"))
+        .map(|p| Finding {
+            severity: Severity::Warning,
+            at: p.clone(),
+            message: format!(
+                "unknown key `{p}` is not understood by seatrial and will not be deployed"
+            ),
+            hint: "check its spelling; if it matters for your app, open an issue".into(),
+        })
+        .collect();
+    Ok((compose, findings))
+}

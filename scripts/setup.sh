@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Make a fresh Debian 12 machine ready to run seatrial and its tests, idempotently:
+# install the Docker engine and busybox-static when missing, start dockerd when no engine answers,
+# initialise a single-node swarm when this engine is not a manager, and build the fixture images.
+# Exits non-zero (never "skips") when any of that cannot be done.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq || die "apt-get update failed; is a Debian mirror reachable?"
+  as_root apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
+fi
+
+engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
+
+if ! engine_answers; then
+  log "no Docker engine answers; starting dockerd"
+  command -v dockerd >/dev/null 2>&1 || die "dockerd is not installed"
+  mkdir -p /var/log
+  # setsid: the daemon must not die with this shell or its process group.
+  as_root setsid dockerd >/var/log/seatrial-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do
+    engine_answers && break
+    sleep 0.5
+  done
+  engine_answers || { tail -n 30 /var/log/seatrial-dockerd.log >&2 || true; die "dockerd did not answer within 60 s (log above, full log in /var/log/seatrial-dockerd.log)"; }
+  log "dockerd is up"
+fi
+
+swarm_state=$(docker info --format '{{.Swarm.LocalNodeState}}/{{.Swarm.ControlAvailable}}' 2>/dev/null || echo unknown)
+case "$swarm_state" in
+  active/true) ;;
+  inactive/*)
+    log "initialising a single-node swarm"
+    docker swarm init --advertise-addr 127.0.0.1 >/dev/null || die "docker swarm init failed"
+    ;;
+  *) die "this engine is in swarm state '$swarm_state' and is not a manager; run seatrial against a manager node" ;;
+esac
+
+"$here/fixtures/images/build.sh" || die "building the fixture images failed"
+log "ready: engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})'), swarm manager, fixture images built"
