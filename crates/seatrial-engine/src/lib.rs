@@ -1,1 +1,239 @@
+//! seatrial-engine: the only crate that talks to Docker.
+//!
+//! Callers use the [`Engine`] trait (deploy a stack, wait until it has truly converged, undeploy
+//! it and wait until it is gone); [`SwarmEngine`] implements it for Docker Swarm through bollard.
+//! A second backend (plain containers, Podman's Docker-compatible socket) implements the same trait.
 
+pub mod convert;
+pub mod error;
+pub mod labels;
+mod swarm;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use convert::StackPlan;
+pub use error::{AppFailure, EngineError, ErrorKind, FailureReason};
+pub use labels::RunLabels;
+pub use swarm::SwarmEngine;
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// How `deploy` treats a stack that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployMode {
+    /// Refuse when any service of the stack exists.
+    Create,
+    /// Upgrade an existing stack in place; refuse when it does not exist.
+    Update,
+    /// Create when absent, upgrade in place when present (what `docker stack deploy` does).
+    CreateOrUpdate,
+}
+
+/// Whether images missing on the engine may be pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Use local images only; a missing image is an error before anything is created.
+    Never,
+    /// Pull images the engine does not have.
+    Missing,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub mode: DeployMode,
+    pub pull: PullPolicy,
+    /// How long a pull may take before the deploy gives up.
+    pub pull_timeout: Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        Self {
+            mode: DeployMode::Create,
+            pull: PullPolicy::Missing,
+            pull_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeployOutcome {
+    pub created_services: Vec<String>,
+    pub updated_services: Vec<String>,
+    pub removed_services: Vec<String>,
+    pub created_networks: Vec<String>,
+    pub created_secrets: Vec<String>,
+    pub created_configs: Vec<String>,
+}
+
+/// How long and how strictly to wait for convergence.
+#[derive(Debug, Clone)]
+pub struct ConvergeOptions {
+    /// Give up (and report a timeout failure) after this long.
+    pub timeout: Duration,
+    /// Every service must stay converged this long before the stack counts as converged.
+    pub stable_for: Duration,
+    /// Failed or rejected tasks of a service's current spec before it counts as failing.
+    pub max_task_failures: usize,
+    /// Log lines of the failing container included in a failure.
+    pub log_lines: usize,
+}
+
+impl Default for ConvergeOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            stable_for: Duration::from_secs(3),
+            max_task_failures: 3,
+            log_lines: 50,
+        }
+    }
+}
+
+/// The state of one service, as `seatrial app ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceStatus {
+    /// Full service name (`<stack>_<service>`).
+    pub name: String,
+    pub image: String,
+    /// `replicated`, `global`, `replicated-job` or `global-job`.
+    pub mode: String,
+    /// Up-to-date tasks running (and healthy, where a healthcheck exists).
+    pub running: u64,
+    pub desired: u64,
+    /// Swarm's update state (`updating`, `completed`, `paused`, `rollback_completed`, ...).
+    pub update_state: Option<String>,
+    pub update_message: Option<String>,
+    /// Published ports, e.g. `8080->80/tcp (host)`.
+    pub ports: Vec<String>,
+    /// The most recent task error of the current spec, if any.
+    pub last_error: Option<String>,
+    /// Failed or rejected tasks of the current spec.
+    pub failed_tasks: usize,
+    /// True when this service is converged (running == desired, update not failed or ongoing).
+    pub converged: bool,
+}
+
+/// A moment in the convergence wait, for progress displays.
+#[derive(Debug, Clone)]
+pub struct ConvergeProgress {
+    pub elapsed: Duration,
+    pub services: Vec<ServiceStatus>,
+    /// `Some(remaining)` while every service is converged and the stability window runs.
+    pub stabilizing: Option<Duration>,
+}
+
+/// Receives progress while waiting; the CLI draws it, a server logs it.
+pub trait ProgressObserver: Send + Sync {
+    fn converge(&self, _progress: &ConvergeProgress) {}
+    fn undeploy(&self, _remaining: &UndeployRemaining) {}
+}
+
+/// An observer that ignores progress.
+pub struct NoProgress;
+impl ProgressObserver for NoProgress {}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvergeReport {
+    pub elapsed: Duration,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UndeployOptions {
+    /// Also remove the stack's volumes, secrets and configs.
+    pub remove_data: bool,
+    /// Give up waiting for removal after this long.
+    pub timeout: Duration,
+}
+
+impl Default for UndeployOptions {
+    fn default() -> Self {
+        Self {
+            remove_data: false,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What still exists while an undeploy waits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UndeployRemaining {
+    pub services: usize,
+    pub containers: usize,
+    pub networks: usize,
+    pub volumes: usize,
+    pub secrets: usize,
+    pub configs: usize,
+}
+
+impl UndeployRemaining {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UndeployReport {
+    pub removed_services: Vec<String>,
+    pub removed_networks: Vec<String>,
+    pub removed_volumes: Vec<String>,
+    pub removed_secrets: Vec<String>,
+    pub removed_configs: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// Facts about the engine, for `seatrial` to show and check.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineInfo {
+    pub host: String,
+    pub server_version: String,
+    pub api_version: String,
+}
+
+/// A deploy target: deploy, converge, undeploy and inspect stacks.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// Checks the engine answers and can deploy stacks.
+    async fn info(&self) -> Result<EngineInfo>;
+
+    /// Creates or updates a stack. Everything is checked before anything is created; when
+    /// creating a new stack fails midway, what was created is removed again.
+    async fn deploy(&self, plan: &StackPlan, options: &DeployOptions) -> Result<DeployOutcome>;
+
+    /// Waits until every service of the stack runs its current spec, healthy, stable for a
+    /// window — or fails with the service, its task error and its last log lines.
+    async fn converge(
+        &self,
+        stack: &str,
+        options: &ConvergeOptions,
+        observer: &dyn ProgressObserver,
+    ) -> Result<ConvergeReport>;
+
+    /// Removes the stack and waits until its services, containers and networks are gone.
+    async fn undeploy(
+        &self,
+        stack: &str,
+        options: &UndeployOptions,
+        observer: &dyn ProgressObserver,
+    ) -> Result<UndeployReport>;
+
+    /// The state of each service of the stack (empty when the stack does not exist).
+    async fn ps(&self, stack: &str) -> Result<Vec<ServiceStatus>>;
+}
+
+/// Formats a duration for people: `850ms`, `12.3s`, `4m05s`.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}

@@ -308,8 +308,16 @@ fn durations_and_sizes_parse_like_docker() {
     assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
     assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
     assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-    assert!(parse_duration("30").unwrap_err().contains("missing unit"));
-    assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
+    assert!(
+        parse_duration("30")
+            .expect_err("needs a unit")
+            .contains("missing unit")
+    );
+    assert!(
+        parse_duration("3d")
+            .expect_err("no days")
+            .contains("unknown unit")
+    );
     assert_eq!(parse_bytes("1g"), Ok(1 << 30));
     assert_eq!(parse_bytes("1.5k"), Ok(1536));
     assert_eq!(parse_bytes("100"), Ok(100));

@@ -1,0 +1,89 @@
+//! The labels seatrial puts on everything it creates, so that its janitor can find what a killed
+//! run left behind — and never touches anything else.
+
+use std::collections::HashMap;
+
+/// Set by `docker stack deploy` and by seatrial on every member of a stack.
+pub const STACK_NAMESPACE: &str = "com.docker.stack.namespace";
+/// The run (trial or deploy invocation) that created or last updated the resource.
+pub const RUN: &str = "io.seatrial.run";
+/// The recipe the resource belongs to (its name or path).
+pub const RECIPE: &str = "io.seatrial.recipe";
+/// The role of the app: `app` (`seatrial app deploy`), `trial`, `canonical` or `infra`.
+pub const KIND: &str = "io.seatrial.kind";
+/// When the resource was first created, RFC 3339 UTC.
+pub const CREATED: &str = "io.seatrial.created";
+
+/// The `io.seatrial.*` values of one deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLabels {
+    pub run: String,
+    pub recipe: String,
+    pub kind: String,
+    pub created: String,
+}
+
+impl RunLabels {
+    /// Labels for a resource created now by `run`.
+    pub fn new(run: impl Into<String>, recipe: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            run: run.into(),
+            recipe: recipe.into(),
+            kind: kind.into(),
+            created: now_rfc3339(),
+        }
+    }
+
+    /// The labels for a member of `stack`: namespace plus `io.seatrial.*`.
+    pub fn for_stack(&self, stack: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (STACK_NAMESPACE.to_owned(), stack.to_owned()),
+            (RUN.to_owned(), self.run.clone()),
+            (RECIPE.to_owned(), self.recipe.clone()),
+            (KIND.to_owned(), self.kind.clone()),
+            (CREATED.to_owned(), self.created.clone()),
+        ])
+    }
+}
+
+/// The current time as RFC 3339 UTC with second precision (`2026-11-23T23:59:01Z`).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+fn rfc3339(unix_secs: u64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm), valid for all dates after 1970.
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_478_399), "2026-11-23T23:59:59Z");
+    }
+}

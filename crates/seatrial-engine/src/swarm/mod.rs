@@ -1,0 +1,924 @@
+//! The Docker Swarm backend: deploys stacks through the engine API the way `docker stack deploy`
+//! does on the client side, and removes them completely.
+
+mod converge;
+mod pulse;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{LocalNodeState, ServiceSpec};
+use bollard::query_parameters::{
+    CreateImageOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
+    ListSecretsOptions, ListServicesOptions, ListVolumesOptions, RemoveContainerOptions,
+    RemoveVolumeOptions, StopContainerOptions, UpdateServiceOptions,
+};
+use futures_util::StreamExt;
+use seatrial_recipe::{Finding, Severity};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::convert::{self, StackSpecs};
+use crate::labels::{CREATED, STACK_NAMESPACE};
+use crate::{
+    ConvergeOptions, ConvergeReport, DeployMode, DeployOptions, DeployOutcome, Engine, EngineError,
+    EngineInfo, ProgressObserver, PullPolicy, Result, ServiceStatus, StackPlan, UndeployOptions,
+    UndeployRemaining, UndeployReport,
+};
+use pulse::Pulse;
+
+/// A Docker Swarm manager reached through the Docker API.
+#[derive(Clone)]
+pub struct SwarmEngine {
+    docker: Docker,
+    host: String,
+}
+
+pub(crate) fn stack_filter(stack: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{STACK_NAMESPACE}={stack}")],
+    )])
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// The label the swarm puts on a task's container, naming its service.
+const SWARM_SERVICE_NAME: &str = "com.docker.swarm.service.name";
+/// Swarm's stop grace period when a service sets none.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long connecting and negotiating the API version may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl SwarmEngine {
+    /// Connects to the engine named by `DOCKER_HOST` (or the local socket), negotiates the API
+    /// version, and checks that it is a swarm manager.
+    pub async fn connect() -> Result<Self> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |message: String| EngineError::Unreachable {
+            host: host.clone(),
+            message,
+        };
+        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let engine = Self {
+            docker,
+            host: host.clone(),
+        };
+        let info = engine
+            .docker
+            .info()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let swarm = info.swarm.unwrap_or_default();
+        let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
+        if !active || swarm.control_available != Some(true) {
+            let state = swarm
+                .local_node_state
+                .map_or("unknown".to_owned(), |s| s.to_string());
+            let state = if active {
+                format!("{state}, worker")
+            } else {
+                state
+            };
+            return Err(EngineError::NotSwarmManager {
+                host: engine.host,
+                state,
+            });
+        }
+        Ok(engine)
+    }
+
+    /// The underlying client, for tests and tools that need a raw call.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn stack_services(&self, stack: &str) -> Result<Vec<bollard::models::Service>> {
+        self.docker
+            .list_services(Some(ListServicesOptions {
+                filters: Some(stack_filter(stack)),
+                status: None,
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing services of stack `{stack}`"
+            )))
+    }
+
+    async fn stack_containers(&self, stack: &str) -> Result<Vec<String>> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(stack_filter(stack)),
+                ..Default::default()
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing containers of stack `{stack}`"
+            )))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    async fn stack_networks(&self, stack: &str) -> Result<Vec<(String, String)>> {
+        let list = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(stack_filter(stack)),
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing networks of stack `{stack}`"
+            )))?;
+        Ok(list
+            .into_iter()
+            .map(|n| (n.id.unwrap_or_default(), n.name.unwrap_or_default()))
+            .collect())
+    }
+
+    async fn stack_volumes(&self, stack: &str) -> Result<Vec<String>> {
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(stack_filter(stack)),
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing volumes of stack `{stack}`"
+            )))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
+    }
+
+    async fn stack_secrets(&self, stack: &str) -> Result<Vec<(String, String)>> {
+        let list = self
+            .docker
+            .list_secrets(Some(ListSecretsOptions {
+                filters: Some(stack_filter(stack)),
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing secrets of stack `{stack}`"
+            )))?;
+        Ok(list
+            .into_iter()
+            .map(|s| {
+                let name = s.spec.and_then(|s| s.name).unwrap_or_default();
+                (s.id.unwrap_or_default(), name)
+            })
+            .collect())
+    }
+
+    async fn stack_configs(&self, stack: &str) -> Result<Vec<(String, String)>> {
+        let list = self
+            .docker
+            .list_configs(Some(ListConfigsOptions {
+                filters: Some(stack_filter(stack)),
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing configs of stack `{stack}`"
+            )))?;
+        Ok(list
+            .into_iter()
+            .map(|s| {
+                let name = s.spec.and_then(|s| s.name).unwrap_or_default();
+                (s.id.unwrap_or_default(), name)
+            })
+            .collect())
+    }
+
+    /// Secret name → id for the given names (any owner).
+    async fn secret_ids(&self, names: &[String]) -> Result<HashMap<String, String>> {
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list = self
+            .docker
+            .list_secrets(Some(ListSecretsOptions {
+                filters: Some(HashMap::from([("name".to_owned(), names.to_vec())])),
+            }))
+            .await
+            .map_err(EngineError::api("listing secrets"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|s| Some((s.spec?.name?, s.id?)))
+            .filter(|(n, _)| names.contains(n))
+            .collect())
+    }
+
+    async fn config_ids(&self, names: &[String]) -> Result<HashMap<String, String>> {
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list = self
+            .docker
+            .list_configs(Some(ListConfigsOptions {
+                filters: Some(HashMap::from([("name".to_owned(), names.to_vec())])),
+            }))
+            .await
+            .map_err(EngineError::api("listing configs"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|s| Some((s.spec?.name?, s.id?)))
+            .filter(|(n, _)| names.contains(n))
+            .collect())
+    }
+
+    /// Checks everything that can be checked before creating anything.
+    async fn preflight(
+        &self,
+        plan: &StackPlan,
+        specs: &StackSpecs,
+        options: &DeployOptions,
+        existing: &[bollard::models::Service],
+    ) -> Result<()> {
+        let stack = &plan.stack;
+        let mut problems: Vec<Finding> = Vec::new();
+        let problem = |at: String, message: String, hint: &str| Finding {
+            severity: Severity::Error,
+            at,
+            message,
+            hint: hint.to_owned(),
+        };
+        match options.mode {
+            DeployMode::Create if !existing.is_empty() => {
+                let names: Vec<String> = existing
+                    .iter()
+                    .filter_map(|s| s.spec.as_ref()?.name.clone())
+                    .collect();
+                return Err(EngineError::StackTaken {
+                    stack: stack.clone(),
+                    detail: format!("{} service(s): {}", names.len(), names.join(", ")),
+                });
+            }
+            DeployMode::Update if existing.is_empty() => {
+                return Err(EngineError::StackNotFound {
+                    stack: stack.clone(),
+                });
+            }
+            _ => {}
+        }
+        // A service of the same name outside this stack would be clobbered: refuse.
+        for svc in &specs.services {
+            match self.docker.inspect_service(&svc.name, None).await {
+                Ok(found) => {
+                    let ns = found
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.labels.as_ref())
+                        .and_then(|l| l.get(STACK_NAMESPACE));
+                    if ns.map(String::as_str) != Some(stack.as_str()) {
+                        return Err(EngineError::StackTaken {
+                            stack: stack.clone(),
+                            detail: format!(
+                                "a service named `{}` exists and is not part of stack `{stack}`",
+                                svc.name
+                            ),
+                        });
+                    }
+                }
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(EngineError::api(format!(
+                        "inspecting service `{}`",
+                        svc.name
+                    ))(e));
+                }
+            }
+        }
+        for net in &specs.networks {
+            let found = self.docker.inspect_network(&net.name, None).await;
+            match (&net.spec, found) {
+                (None, Err(e)) if is_not_found(&e) => problems.push(problem(
+                    format!("networks.{}", net.key),
+                    format!("external network `{}` does not exist", net.name),
+                    "create it first (docker network create --driver overlay --attachable NAME)",
+                )),
+                (Some(_), Ok(n)) => {
+                    let ns = n.labels.as_ref().and_then(|l| l.get(STACK_NAMESPACE));
+                    if ns.map(String::as_str) != Some(stack.as_str()) {
+                        problems.push(problem(
+                            format!("networks.{}", net.key),
+                            format!(
+                                "a network named `{}` exists and is not part of stack `{stack}`",
+                                net.name
+                            ),
+                            "remove it, or declare it `external: true`",
+                        ));
+                    }
+                }
+                (_, Err(e)) if !is_not_found(&e) => {
+                    return Err(EngineError::api(format!(
+                        "inspecting network `{}`",
+                        net.name
+                    ))(e));
+                }
+                _ => {}
+            }
+        }
+        let external_secrets: Vec<String> = specs
+            .secrets
+            .iter()
+            .filter(|s| s.spec.is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        let found = self.secret_ids(&external_secrets).await?;
+        for s in specs.secrets.iter().filter(|s| s.spec.is_none()) {
+            if !found.contains_key(&s.name) {
+                problems.push(problem(
+                    format!("secrets.{}", s.key),
+                    format!("external secret `{}` does not exist", s.name),
+                    "create it first (docker secret create NAME FILE)",
+                ));
+            }
+        }
+        let external_configs: Vec<String> = specs
+            .configs
+            .iter()
+            .filter(|s| s.spec.is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        let found = self.config_ids(&external_configs).await?;
+        for c in specs.configs.iter().filter(|c| c.spec.is_none()) {
+            if !found.contains_key(&c.name) {
+                problems.push(problem(
+                    format!("configs.{}", c.key),
+                    format!("external config `{}` does not exist", c.name),
+                    "create it first (docker config create NAME FILE)",
+                ));
+            }
+        }
+        // Images: a missing image would leave tasks rejected forever; find out now.
+        let mut seen = HashSet::new();
+        for (key, svc) in &plan.compose.services {
+            let Some(image) = svc.image.clone() else {
+                continue;
+            };
+            if !seen.insert(image.clone()) {
+                continue;
+            }
+            if let Err(message) = self.ensure_image(&image, options).await {
+                problems.push(problem(
+                    format!("services.{key}.image"),
+                    format!("image `{image}` of service `{key}` {message}"),
+                    "build or load the image on the engine, or fix the tag",
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Invalid {
+                stack: stack.clone(),
+                findings: problems,
+            })
+        }
+    }
+
+    async fn ensure_image(
+        &self,
+        image: &str,
+        options: &DeployOptions,
+    ) -> std::result::Result<(), String> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(format!("could not be inspected: {e}")),
+        }
+        if options.pull == PullPolicy::Never {
+            return Err("is not on the engine (pulling is disabled)".into());
+        }
+        info!(image, "pulling missing image");
+        let pull = async {
+            let mut stream = self.docker.create_image(
+                Some(CreateImageOptions {
+                    from_image: Some(image.to_owned()),
+                    ..Default::default()
+                }),
+                None,
+                None,
+            );
+            while let Some(item) = stream.next().await {
+                item.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(options.pull_timeout, pull).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("is not on the engine and pulling it failed: {e}")),
+            Err(_) => Err(format!(
+                "is not on the engine and pulling it took longer than {}",
+                crate::fmt_duration(options.pull_timeout)
+            )),
+        }
+    }
+
+    async fn apply(
+        &self,
+        plan: &StackPlan,
+        mut specs: StackSpecs,
+        existing: &[bollard::models::Service],
+        outcome: &mut DeployOutcome,
+    ) -> Result<()> {
+        let stack = &plan.stack;
+        for net in &specs.networks {
+            let Some(spec) = &net.spec else { continue };
+            match self.docker.inspect_network(&net.name, None).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {
+                    self.docker
+                        .create_network(spec.clone())
+                        .await
+                        .map_err(EngineError::api(format!("creating network `{}`", net.name)))?;
+                    outcome.created_networks.push(net.name.clone());
+                }
+                Err(e) => {
+                    return Err(EngineError::api(format!(
+                        "inspecting network `{}`",
+                        net.name
+                    ))(e));
+                }
+            }
+        }
+        let names: Vec<String> = specs.secrets.iter().map(|s| s.name.clone()).collect();
+        let mut secret_ids = self.secret_ids(&names).await?;
+        for s in &specs.secrets {
+            let Some(spec) = &s.spec else { continue };
+            if secret_ids.contains_key(&s.name) {
+                // Secrets are immutable; a versioned name that exists holds this version.
+                continue;
+            }
+            let id = self
+                .docker
+                .create_secret(spec.clone())
+                .await
+                .map_err(EngineError::api(format!("creating secret `{}`", s.name)))?
+                .id;
+            secret_ids.insert(s.name.clone(), id);
+            outcome.created_secrets.push(s.name.clone());
+        }
+        let names: Vec<String> = specs.configs.iter().map(|s| s.name.clone()).collect();
+        let mut config_ids = self.config_ids(&names).await?;
+        for c in &specs.configs {
+            let Some(spec) = &c.spec else { continue };
+            if config_ids.contains_key(&c.name) {
+                continue;
+            }
+            let id = self
+                .docker
+                .create_config(spec.clone())
+                .await
+                .map_err(EngineError::api(format!("creating config `{}`", c.name)))?
+                .id;
+            config_ids.insert(c.name.clone(), id);
+            outcome.created_configs.push(c.name.clone());
+        }
+        let by_name: HashMap<String, &bollard::models::Service> = existing
+            .iter()
+            .filter_map(|s| Some((s.spec.as_ref()?.name.clone()?, s)))
+            .collect();
+        for svc in &mut specs.services {
+            let container = svc
+                .spec
+                .task_template
+                .as_mut()
+                .and_then(|t| t.container_spec.as_mut());
+            if let Some(container) = container {
+                for r in container.secrets.iter_mut().flatten() {
+                    r.secret_id = r
+                        .secret_name
+                        .as_ref()
+                        .and_then(|n| secret_ids.get(n).cloned());
+                }
+                for r in container.configs.iter_mut().flatten() {
+                    r.config_id = r
+                        .config_name
+                        .as_ref()
+                        .and_then(|n| config_ids.get(n).cloned());
+                }
+            }
+            match by_name.get(&svc.name) {
+                Some(current) => {
+                    let version = current
+                        .version
+                        .as_ref()
+                        .and_then(|v| v.index)
+                        .unwrap_or_default();
+                    let mut spec: ServiceSpec = svc.spec.clone();
+                    // Keep the original creation time: the janitor ages apps, not updates.
+                    if let Some(created) = current
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.labels.as_ref())
+                        .and_then(|l| l.get(CREATED))
+                        && let Some(labels) = spec.labels.as_mut()
+                    {
+                        labels.insert(CREATED.to_owned(), created.clone());
+                    }
+                    let response = self
+                        .docker
+                        .update_service(
+                            &svc.name,
+                            spec,
+                            UpdateServiceOptions {
+                                version: i32::try_from(version).unwrap_or(i32::MAX),
+                                ..Default::default()
+                            },
+                            None,
+                        )
+                        .await
+                        .map_err(EngineError::api(format!("updating service `{}`", svc.name)))?;
+                    for w in response.warnings.unwrap_or_default() {
+                        debug!(service = %svc.name, warning = %w, "engine warning on update");
+                    }
+                    outcome.updated_services.push(svc.name.clone());
+                }
+                None => {
+                    self.docker
+                        .create_service(svc.spec.clone(), None)
+                        .await
+                        .map_err(EngineError::api(format!("creating service `{}`", svc.name)))?;
+                    outcome.created_services.push(svc.name.clone());
+                }
+            }
+        }
+        // Services the new version no longer has are removed (the change under test drops them).
+        let planned: HashSet<&str> = specs.services.iter().map(|s| s.name.as_str()).collect();
+        for name in by_name.keys().filter(|n| !planned.contains(n.as_str())) {
+            match self.docker.delete_service(name).await {
+                Ok(()) => outcome.removed_services.push(name.clone()),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(EngineError::api(format!("removing service `{name}`"))(e)),
+            }
+        }
+        info!(%stack, created = outcome.created_services.len(), updated = outcome.updated_services.len(), "stack deployed");
+        Ok(())
+    }
+
+    async fn remaining(&self, stack: &str, targets: &Targets) -> Result<UndeployRemaining> {
+        let services = self.stack_services(stack).await?.len();
+        let containers = self.stack_containers(stack).await?.len();
+        let networks = self
+            .stack_networks(stack)
+            .await?
+            .into_iter()
+            .filter(|(_, name)| targets.networks.contains(name))
+            .count();
+        let volumes = if targets.volumes.is_empty() {
+            0
+        } else {
+            self.stack_volumes(stack)
+                .await?
+                .into_iter()
+                .filter(|v| targets.volumes.contains(v))
+                .count()
+        };
+        let secrets = if targets.secrets.is_empty() {
+            0
+        } else {
+            self.stack_secrets(stack)
+                .await?
+                .into_iter()
+                .filter(|(_, n)| targets.secrets.contains(n))
+                .count()
+        };
+        let configs = if targets.configs.is_empty() {
+            0
+        } else {
+            self.stack_configs(stack)
+                .await?
+                .into_iter()
+                .filter(|(_, n)| targets.configs.contains(n))
+                .count()
+        };
+        Ok(UndeployRemaining {
+            services,
+            containers,
+            networks,
+            volumes,
+            secrets,
+            configs,
+        })
+    }
+
+    /// Removes services, then — once their containers are gone — networks, secrets, configs
+    /// and volumes, and waits until all of it is really gone.
+    async fn remove(
+        &self,
+        stack: &str,
+        targets: Targets,
+        timeout: Duration,
+        observer: &dyn ProgressObserver,
+    ) -> Result<UndeployReport> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut pulse = Pulse::start(&self.docker, stack);
+        let mut report = UndeployReport::default();
+        let mut grace = HashMap::new();
+        for name in &targets.services {
+            if let Ok(svc) = self.docker.inspect_service(name, None).await {
+                let period = svc
+                    .spec
+                    .and_then(|s| s.task_template)
+                    .and_then(|t| t.container_spec)
+                    .and_then(|c| c.stop_grace_period)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .map_or(DEFAULT_STOP_GRACE, Duration::from_nanos);
+                grace.insert(name.clone(), period);
+            }
+            match self.docker.delete_service(name).await {
+                Ok(()) => report.removed_services.push(name.clone()),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(EngineError::api(format!("removing service `{name}`"))(e)),
+            }
+        }
+        self.stop_orphans(stack, &grace).await?;
+        loop {
+            let left = self.remaining(stack, &targets).await?;
+            observer.undeploy(&left);
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(EngineError::api(format!(
+                    "waiting for stack `{stack}` to be removed: still there after {}: {left:?}",
+                    crate::fmt_duration(timeout)
+                ))(BollardError::RequestTimeoutError));
+            }
+            if left.services == 0 && left.containers == 0 {
+                // Networks, volumes, secrets and configs go once nothing uses them.
+                self.remove_unused(stack, &targets, &mut report).await?;
+                let left = self.remaining(stack, &targets).await?;
+                if left.is_empty() {
+                    observer.undeploy(&left);
+                    break;
+                }
+            }
+            pulse.wait(deadline).await;
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Stops and removes the containers of just-deleted services, the way the swarm agent
+    /// would (the container's stop signal, then SIGKILL after the service's grace period), but
+    /// without waiting for the agent's next pass: on a single node that saves seconds per
+    /// undeploy. Containers on other nodes are left to their agents; `remove` still waits until
+    /// the stack's networks are gone, which needs every task everywhere to be gone.
+    async fn stop_orphans(&self, stack: &str, grace: &HashMap<String, Duration>) -> Result<()> {
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(stack_filter(stack)),
+                ..Default::default()
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing containers of stack `{stack}`"
+            )))?;
+        let jobs = containers.into_iter().filter_map(|c| {
+            let service = c.labels.as_ref()?.get(SWARM_SERVICE_NAME)?.clone();
+            let period = *grace.get(&service)?;
+            let id = c.id?;
+            Some(async move {
+                let t = i32::try_from(period.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
+                let stop = self
+                    .docker
+                    .stop_container(
+                        &id,
+                        Some(StopContainerOptions {
+                            t: Some(t),
+                            signal: None,
+                        }),
+                    )
+                    .await;
+                if let Err(e) = stop {
+                    debug!(container = %id, error = %e, "stop (the agent may have been first)");
+                }
+                let remove = self
+                    .docker
+                    .remove_container(&id, None::<RemoveContainerOptions>)
+                    .await;
+                if let Err(e) = remove {
+                    debug!(container = %id, error = %e, "remove (the agent may have been first)");
+                }
+            })
+        });
+        futures_util::future::join_all(jobs).await;
+        Ok(())
+    }
+
+    async fn remove_unused(
+        &self,
+        stack: &str,
+        targets: &Targets,
+        report: &mut UndeployReport,
+    ) -> Result<()> {
+        // Errors here are mostly "still in use" races with the engine's cleanup: retried by
+        // the caller's loop until the deadline, so only logged.
+        for (id, name) in self.stack_networks(stack).await? {
+            if targets.networks.contains(&name) {
+                match self.docker.remove_network(&id).await {
+                    Ok(()) => report.removed_networks.push(name),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => debug!(network = %name, error = %e, "network not removed yet"),
+                }
+            }
+        }
+        for (id, name) in self.stack_secrets(stack).await? {
+            if targets.secrets.contains(&name) {
+                match self.docker.delete_secret(&id).await {
+                    Ok(()) => report.removed_secrets.push(name),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => debug!(secret = %name, error = %e, "secret not removed yet"),
+                }
+            }
+        }
+        for (id, name) in self.stack_configs(stack).await? {
+            if targets.configs.contains(&name) {
+                match self.docker.delete_config(&id).await {
+                    Ok(()) => report.removed_configs.push(name),
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => debug!(config = %name, error = %e, "config not removed yet"),
+                }
+            }
+        }
+        if !targets.volumes.is_empty() {
+            for name in self.stack_volumes(stack).await? {
+                if targets.volumes.contains(&name) {
+                    match self
+                        .docker
+                        .remove_volume(&name, None::<RemoveVolumeOptions>)
+                        .await
+                    {
+                        Ok(()) => report.removed_volumes.push(name),
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => debug!(volume = %name, error = %e, "volume not removed yet"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a removal deletes, by name.
+#[derive(Debug, Default)]
+struct Targets {
+    services: Vec<String>,
+    networks: HashSet<String>,
+    volumes: HashSet<String>,
+    secrets: HashSet<String>,
+    configs: HashSet<String>,
+}
+
+#[async_trait]
+impl Engine for SwarmEngine {
+    async fn info(&self) -> Result<EngineInfo> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| EngineError::Unreachable {
+                host: self.host.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(EngineInfo {
+            host: self.host.clone(),
+            server_version: version.version.unwrap_or_default(),
+            api_version: self.docker.client_version().to_string(),
+        })
+    }
+
+    async fn deploy(&self, plan: &StackPlan, options: &DeployOptions) -> Result<DeployOutcome> {
+        let specs = convert::convert(plan).map_err(|findings| EngineError::Invalid {
+            stack: plan.stack.clone(),
+            findings,
+        })?;
+        let existing = self.stack_services(&plan.stack).await?;
+        self.preflight(plan, &specs, options, &existing).await?;
+        let volumes_before: HashSet<String> =
+            self.stack_volumes(&plan.stack).await?.into_iter().collect();
+        let mut outcome = DeployOutcome::default();
+        match self.apply(plan, specs, &existing, &mut outcome).await {
+            Ok(()) => Ok(outcome),
+            Err(e) => {
+                warn!(stack = %plan.stack, error = %e, "deploy failed midway; removing what it created");
+                // Remove exactly what this deploy created; never volumes that were there before.
+                let volumes_after = self.stack_volumes(&plan.stack).await.unwrap_or_default();
+                let targets = Targets {
+                    services: outcome.created_services.clone(),
+                    networks: outcome.created_networks.iter().cloned().collect(),
+                    volumes: volumes_after
+                        .into_iter()
+                        .filter(|v| !volumes_before.contains(v))
+                        .collect(),
+                    secrets: outcome.created_secrets.iter().cloned().collect(),
+                    configs: outcome.created_configs.iter().cloned().collect(),
+                };
+                if let Err(cleanup) = self
+                    .remove(
+                        &plan.stack,
+                        targets,
+                        Duration::from_secs(120),
+                        &crate::NoProgress,
+                    )
+                    .await
+                {
+                    warn!(stack = %plan.stack, error = %cleanup, "cleaning up a failed deploy failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn converge(
+        &self,
+        stack: &str,
+        options: &ConvergeOptions,
+        observer: &dyn ProgressObserver,
+    ) -> Result<ConvergeReport> {
+        self.converge_stack(stack, options, observer).await
+    }
+
+    async fn undeploy(
+        &self,
+        stack: &str,
+        options: &UndeployOptions,
+        observer: &dyn ProgressObserver,
+    ) -> Result<UndeployReport> {
+        let services: Vec<String> = self
+            .stack_services(stack)
+            .await?
+            .into_iter()
+            .filter_map(|s| s.spec?.name)
+            .collect();
+        let networks: HashSet<String> = self
+            .stack_networks(stack)
+            .await?
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        let mut targets = Targets {
+            services,
+            networks,
+            ..Default::default()
+        };
+        if options.remove_data {
+            targets.volumes = self.stack_volumes(stack).await?.into_iter().collect();
+            targets.secrets = self
+                .stack_secrets(stack)
+                .await?
+                .into_iter()
+                .map(|(_, n)| n)
+                .collect();
+            targets.configs = self
+                .stack_configs(stack)
+                .await?
+                .into_iter()
+                .map(|(_, n)| n)
+                .collect();
+        }
+        let nothing = targets.services.is_empty()
+            && targets.networks.is_empty()
+            && targets.volumes.is_empty()
+            && targets.secrets.is_empty()
+            && targets.configs.is_empty()
+            && self.stack_containers(stack).await?.is_empty();
+        if nothing {
+            return Err(EngineError::StackNotFound {
+                stack: stack.to_owned(),
+            });
+        }
+        self.remove(stack, targets, options.timeout, observer).await
+    }
+
+    async fn ps(&self, stack: &str) -> Result<Vec<ServiceStatus>> {
+        Ok(self.snapshot(stack, usize::MAX).await?.services)
+    }
+}

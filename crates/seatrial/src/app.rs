@@ -1,0 +1,220 @@
+//! `seatrial app …`: deploy, undeploy and inspect one app.
+
+use std::hash::{BuildHasher, Hasher};
+
+use seatrial_engine::{
+    ConvergeOptions, DeployMode, DeployOptions, Engine, PullPolicy, RunLabels, ServiceStatus,
+    StackPlan, SwarmEngine, UndeployOptions, fmt_duration,
+};
+
+use crate::cli::{AppCommand, Cli, Command, DeployArgs, PsArgs, Pull, UndeployArgs};
+use crate::exit::{self, Failure};
+use crate::progress::Reporter;
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::App(AppCommand::Deploy(args)) => deploy(args).await,
+        Command::App(AppCommand::Undeploy(args)) => undeploy(args).await,
+        Command::App(AppCommand::Ps(args)) => ps(args).await,
+    }
+}
+
+/// A random id for this invocation, recorded in `io.seatrial.run`.
+fn new_run_id() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+async fn deploy(args: DeployArgs) -> Result<(), Failure> {
+    let loaded = seatrial_recipe::load_compose(&args.recipe)?;
+    for w in loaded.warnings() {
+        eprintln!("warning: {}: {w}", loaded.path.display());
+    }
+    let recipe_name = std::fs::canonicalize(&args.recipe)
+        .ok()
+        .and_then(|p| {
+            let p = if p.is_file() {
+                p.parent()?.to_owned()
+            } else {
+                p
+            };
+            p.file_name().map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| args.recipe.display().to_string());
+    let engine = SwarmEngine::connect().await?;
+    let plan = StackPlan {
+        stack: args.name.clone(),
+        compose: loaded.compose.clone(),
+        base_dir: loaded.base_dir().to_owned(),
+        labels: RunLabels::new(new_run_id(), recipe_name.clone(), "app"),
+        env: std::env::vars().collect(),
+    };
+    let options = DeployOptions {
+        mode: if args.update {
+            DeployMode::CreateOrUpdate
+        } else {
+            DeployMode::Create
+        },
+        pull: match args.pull {
+            Pull::Never => PullPolicy::Never,
+            Pull::Missing => PullPolicy::Missing,
+        },
+        ..DeployOptions::default()
+    };
+    let stack = args.name.as_str();
+    eprintln!("deploying {recipe_name} as stack `{stack}`");
+    let outcome = engine.deploy(&plan, &options).await?;
+    let verb = if outcome.updated_services.is_empty() {
+        "created"
+    } else {
+        "updated"
+    };
+    eprintln!(
+        "{verb} stack `{stack}`: {} service(s) created, {} updated, {} removed",
+        outcome.created_services.len(),
+        outcome.updated_services.len(),
+        outcome.removed_services.len()
+    );
+    if args.detach {
+        return Ok(());
+    }
+    let converge = ConvergeOptions {
+        timeout: args.timeout,
+        stable_for: args.stable_for,
+        max_task_failures: args.max_task_failures,
+        ..ConvergeOptions::default()
+    };
+    let reporter = Reporter::new("converging");
+    let result = tokio::select! {
+        r = engine.converge(stack, &converge, &reporter) => r,
+        _ = tokio::signal::ctrl_c() => {
+            reporter.finish();
+            return Err(Failure::new(exit::INTERRUPTED, format!(
+                "interrupted while waiting for `{stack}` to converge; the stack is left as it is\n  \
+                 inspect it with `seatrial app ps {stack}`, remove it with `seatrial app undeploy {stack} --volumes`"
+            )));
+        }
+    };
+    reporter.finish();
+    match result {
+        Ok(report) => {
+            eprintln!(
+                "stack `{stack}` converged in {}: every service running its current spec, healthy, stable for {}",
+                fmt_duration(report.elapsed),
+                fmt_duration(args.stable_for)
+            );
+            print_services(&report.services, args.json);
+            Ok(())
+        }
+        Err(e) => {
+            let mut failure = Failure::from(e);
+            if failure.code == exit::APP_FAILED {
+                failure.message.push_str(&format!(
+                    "\n  the stack is left deployed for inspection: `seatrial app ps {stack}`; \
+                     remove it with `seatrial app undeploy {stack} --volumes`"
+                ));
+            }
+            Err(failure)
+        }
+    }
+}
+
+async fn undeploy(args: UndeployArgs) -> Result<(), Failure> {
+    let engine = SwarmEngine::connect().await?;
+    let reporter = Reporter::new("removing");
+    let options = UndeployOptions {
+        remove_data: args.volumes,
+        timeout: args.timeout,
+    };
+    let report = engine.undeploy(&args.name, &options, &reporter).await;
+    reporter.finish();
+    let report = report?;
+    let mut parts = vec![
+        format!("{} service(s)", report.removed_services.len()),
+        format!("{} network(s)", report.removed_networks.len()),
+    ];
+    if args.volumes {
+        parts.push(format!("{} volume(s)", report.removed_volumes.len()));
+        parts.push(format!("{} secret(s)", report.removed_secrets.len()));
+        parts.push(format!("{} config(s)", report.removed_configs.len()));
+    }
+    eprintln!(
+        "removed stack `{}` ({}) and waited until it was gone: {}",
+        args.name,
+        parts.join(", "),
+        fmt_duration(report.elapsed)
+    );
+    if !args.volumes {
+        eprintln!("  volumes, secrets and configs were kept; add --volumes to remove them too");
+    }
+    Ok(())
+}
+
+async fn ps(args: PsArgs) -> Result<(), Failure> {
+    let engine = SwarmEngine::connect().await?;
+    let services = engine.ps(&args.name).await?;
+    if services.is_empty() {
+        return Err(Failure::new(
+            exit::BAD_INPUT,
+            format!("stack `{}` does not exist on this engine", args.name),
+        ));
+    }
+    print_services(&services, args.json);
+    Ok(())
+}
+
+fn print_services(services: &[ServiceStatus], json: bool) {
+    if json {
+        match serde_json::to_string_pretty(services) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+        }
+        return;
+    }
+    let rows: Vec<[String; 6]> = services
+        .iter()
+        .map(|s| {
+            let state = if s.converged {
+                "converged".to_owned()
+            } else if let Some(u) = &s.update_state {
+                u.clone()
+            } else {
+                "converging".to_owned()
+            };
+            let state = match &s.last_error {
+                Some(e) if !s.converged => format!("{state}: {e}"),
+                _ => state,
+            };
+            [
+                s.name.clone(),
+                s.mode.clone(),
+                format!("{}/{}", s.running, s.desired),
+                s.image.clone(),
+                s.ports.join(", "),
+                state,
+            ]
+        })
+        .collect();
+    let header = ["SERVICE", "MODE", "REPLICAS", "IMAGE", "PORTS", "STATE"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

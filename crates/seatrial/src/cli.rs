@@ -1,0 +1,103 @@
+//! Command-line interface definition.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seatrial",
+    version,
+    about = "Prove that a deployment works by deploying it for real",
+    long_about = "seatrial deploys apps to a Docker Swarm engine, waits until they have truly \
+                  converged and are healthy, and removes them completely.\n\n\
+                  The engine is the one DOCKER_HOST names (default: the local socket).\n\n\
+                  Exit codes: 0 ok, 1 the app failed (unhealthy, rolled back, timed out), \
+                  2 bad input or configuration, 3 the engine is unreachable, 130 interrupted."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug). SEATRIAL_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy, inspect and remove apps (one deployed instance of a recipe).
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Deploy a recipe as a stack and wait until it has converged and is healthy.
+    Deploy(DeployArgs),
+    /// Remove a stack and wait until its services, containers and networks are gone.
+    Undeploy(UndeployArgs),
+    /// Show the state of each service of a stack.
+    Ps(PsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Recipe directory (or compose file).
+    pub recipe: PathBuf,
+    /// Stack name: prefixes every service, network, secret and config.
+    #[arg(long)]
+    pub name: String,
+    /// Upgrade the stack in place when it already exists (otherwise that is an error).
+    #[arg(long)]
+    pub update: bool,
+    /// Give up waiting for convergence after this long (e.g. 90s, 10m).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How long every service must stay converged before the deploy counts as good.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub stable_for: Duration,
+    /// Failed tasks of a service's current spec after which it counts as failing.
+    #[arg(long, default_value_t = 3)]
+    pub max_task_failures: usize,
+    /// Whether images missing on the engine are pulled.
+    #[arg(long, value_enum, default_value_t = Pull::Missing)]
+    pub pull: Pull,
+    /// Don't wait for convergence: return once the stack is created or updated.
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the final service states as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Pull {
+    Never,
+    Missing,
+}
+
+#[derive(Debug, Args)]
+pub struct UndeployArgs {
+    /// Stack name.
+    pub name: String,
+    /// Also remove the stack's volumes (its data), secrets and configs.
+    #[arg(long)]
+    pub volumes: bool,
+    /// Give up waiting for removal after this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Stack name.
+    pub name: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    seatrial_recipe::parse_duration(s)
+}
