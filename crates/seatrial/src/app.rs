@@ -48,7 +48,6 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
             p.file_name().map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| args.recipe.display().to_string());
-    let engine = SwarmEngine::connect().await?;
     let plan = StackPlan {
         stack: args.name.clone(),
         compose: loaded.compose.clone(),
@@ -56,6 +55,14 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         labels: RunLabels::new(new_run_id(), recipe_name.clone(), "app"),
         env: std::env::vars().collect(),
     };
+    // Everything that is wrong with the input is reported before the engine is contacted.
+    seatrial_engine::convert::convert(&plan).map_err(|findings| {
+        Failure::from(seatrial_engine::EngineError::Invalid {
+            stack: plan.stack.clone(),
+            findings,
+        })
+    })?;
+    let engine = SwarmEngine::connect().await?;
     let options = DeployOptions {
         mode: if args.update {
             DeployMode::CreateOrUpdate

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command (README quick start, and what CI runs): make the machine ready (Docker engine,
+# single-node swarm, fixture images), then check formatting and lints and run every test against
+# the real engine. Fails — never skips — when something the tests need cannot be had.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/setup.sh
+echo "test: cargo fmt --check" >&2
+cargo fmt --all --check
+echo "test: cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "test: cargo test" >&2
+cargo test --workspace --locked
