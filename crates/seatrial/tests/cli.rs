@@ -54,7 +54,13 @@ fn code(out: &Output) -> i32 {
 fn example_deploys_serves_shows_and_undeploys() {
     let dir = example_copy("example", 18390);
     let name = stack("example");
-    let out = seatrial(&["app", "deploy", dir.to_str().expect("utf8"), "--name", &name]);
+    let out = seatrial(&[
+        "app",
+        "deploy",
+        dir.to_str().expect("utf8"),
+        "--name",
+        &name,
+    ]);
     let (stdout, stderr) = text(&out);
     let undeploy = || seatrial(&["app", "undeploy", &name, "--volumes"]);
     if code(&out) != 0 {
@@ -62,7 +68,10 @@ fn example_deploys_serves_shows_and_undeploys() {
         panic!("deploy failed: {stdout}\n{stderr}");
     }
     assert!(stderr.contains("converged in"), "{stderr}");
-    assert!(stdout.contains(&format!("{name}_web")) && stdout.contains("1/1"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{name}_web")) && stdout.contains("1/1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("converged"), "{stdout}");
 
     let body = std::net::TcpStream::connect(("127.0.0.1", 18390)).and_then(|mut s| {
@@ -109,9 +118,15 @@ fn unhealthy_app_exits_1_naming_the_service() {
     let cleanup = seatrial(&["app", "undeploy", &name, "--volumes"]);
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 1, "{stderr}");
-    assert!(stderr.contains(&format!("service `{name}_web` failed")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("service `{name}_web` failed")),
+        "{stderr}"
+    );
     assert!(stderr.contains("failing on purpose"), "{stderr}");
-    assert!(stderr.contains("seatrial app undeploy"), "says how to clean up: {stderr}");
+    assert!(
+        stderr.contains("seatrial app undeploy"),
+        "says how to clean up: {stderr}"
+    );
     assert_eq!(code(&cleanup), 0);
 }
 
@@ -124,10 +139,19 @@ fn malformed_compose_exits_2_with_file_and_place() {
         "services:\n  web:\n    image: seatrial-fixture/web:1\n    ports: [\"80:eighty\"]\n",
     )
     .expect("write");
-    let out = seatrial(&["app", "deploy", dir.to_str().expect("utf8"), "--name", "bad"]);
+    let out = seatrial(&[
+        "app",
+        "deploy",
+        dir.to_str().expect("utf8"),
+        "--name",
+        "bad",
+    ]);
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 2, "{stderr}");
-    assert!(stderr.contains("compose.yml") && stderr.contains("services.web.ports"), "{stderr}");
+    assert!(
+        stderr.contains("compose.yml") && stderr.contains("services.web.ports"),
+        "{stderr}"
+    );
 
     let out = seatrial(&["app", "deploy", "/nonexistent/recipe", "--name", "bad"]);
     assert_eq!(code(&out), 2);
@@ -140,7 +164,13 @@ fn bad_stack_name_exits_2() {
     let out = seatrial(&["app", "deploy", dir.to_str().expect("utf8"), "--name", "-x"]);
     // Bad input is reported as such even when no engine answers.
     let out2 = Command::new(env!("CARGO_BIN_EXE_seatrial"))
-        .args(["app", "deploy", dir.to_str().expect("utf8"), "--name", "has space"])
+        .args([
+            "app",
+            "deploy",
+            dir.to_str().expect("utf8"),
+            "--name",
+            "has space",
+        ])
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .output()
         .expect("run");
@@ -160,7 +190,10 @@ fn unreachable_engine_exits_3() {
         .expect("run");
     let (_, stderr) = text(&out);
     assert_eq!(code(&out), 3, "{stderr}");
-    assert!(stderr.contains("cannot reach the Docker engine"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the Docker engine"),
+        "{stderr}"
+    );
     assert!(stderr.contains("/nonexistent/docker.sock"), "{stderr}");
 }
 
