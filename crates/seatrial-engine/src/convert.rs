@@ -25,7 +25,7 @@ use seatrial_recipe::compose::{
     RestartCondition, UpdateConfig, UpdateOrder,
 };
 use seatrial_recipe::naming::{resource_name, scoped};
-use seatrial_recipe::{Finding, Severity};
+use seatrial_recipe::{Finding, SecretValue, Severity};
 
 use crate::labels::RunLabels;
 
@@ -39,6 +39,9 @@ pub struct StackPlan {
     pub labels: RunLabels,
     /// Values for `environment:`-sourced secrets/configs and for `KEY:` entries without a value.
     pub env: HashMap<String, String>,
+    /// Values of secrets the app owns, by engine name. A secret the compose file declares
+    /// `external` (as Co-op Cloud recipes do) is created from here when it is listed.
+    pub secret_values: HashMap<String, SecretValue>,
 }
 
 /// A network, secret or config the stack uses: created by the deploy, or external (must exist).
@@ -146,10 +149,20 @@ pub fn convert(plan: &StackPlan) -> Result<StackSpecs, Vec<Finding>> {
                 .clone()
                 .or(s.name.clone())
                 .unwrap_or(key.clone());
+            let spec = plan.secret_values.get(&name).map(|value| {
+                let mut labels = map(s.labels.clone());
+                labels.extend(base.clone());
+                SecretSpec {
+                    name: Some(name.clone()),
+                    labels: Some(labels),
+                    data: Some(base64::engine::general_purpose::STANDARD.encode(value.expose())),
+                    ..Default::default()
+                }
+            });
             secrets.push(ObjectPlan {
                 key: key.clone(),
                 name,
-                spec: None,
+                spec,
             });
             continue;
         }
@@ -556,23 +569,13 @@ fn rollback_config(u: &UpdateConfig) -> ServiceSpecRollbackConfig {
     }
 }
 
-/// Resolves a relative path inside the recipe; refuses paths that leave it.
+/// Resolves a relative path inside the recipe; refuses absolute paths, `..` and symlinks out.
 fn inside(base: &Path, rel: &str) -> Result<PathBuf, String> {
-    let path = Path::new(rel);
-    if path.is_absolute() {
-        return Ok(path.to_owned());
-    }
-    let joined = base.join(path);
-    let canonical_base = base.canonicalize().unwrap_or_else(|_| base.to_owned());
-    match joined.canonicalize() {
-        Ok(p) if p.starts_with(&canonical_base) => Ok(p),
-        Ok(p) => Err(format!(
-            "{rel:?} resolves to {}, outside the recipe directory {}",
-            p.display(),
-            canonical_base.display()
-        )),
-        Err(e) => Err(format!("cannot read {}: {e}", joined.display())),
-    }
+    let canonical_base = base
+        .canonicalize()
+        .map_err(|e| format!("cannot read the recipe directory {}: {e}", base.display()))?;
+    seatrial_recipe::recipe::inside_recipe(&canonical_base, rel)
+        .map_err(|reason| format!("{rel:?} {reason}"))
 }
 
 fn read_source(
@@ -667,10 +670,12 @@ fn mount(
         }
         MountKind::Bind => {
             let src = vol.source.as_deref().unwrap_or_default();
+            // A bind mount is the engine's business (e.g. the docker socket for a proxy): host
+            // paths are allowed; relative ones resolve against the recipe.
             let path = if Path::new(src).is_absolute() {
                 PathBuf::from(src)
             } else {
-                inside(&plan.base_dir, src)?
+                plan.base_dir.join(src)
             };
             Mount {
                 target: Some(vol.target.clone()),

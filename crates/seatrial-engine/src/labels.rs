@@ -13,6 +13,10 @@ pub const RECIPE: &str = "io.seatrial.recipe";
 pub const KIND: &str = "io.seatrial.kind";
 /// When the resource was first created, RFC 3339 UTC.
 pub const CREATED: &str = "io.seatrial.created";
+/// The recipe commit deployed (set when the recipe is a git checkout).
+pub const COMMIT: &str = "io.seatrial.commit";
+/// The recipe version deployed (its release tag), when the commit is a release.
+pub const VERSION: &str = "io.seatrial.version";
 
 /// The `io.seatrial.*` values of one deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub struct RunLabels {
     pub recipe: String,
     pub kind: String,
     pub created: String,
+    pub commit: Option<String>,
+    pub version: Option<String>,
 }
 
 impl RunLabels {
@@ -31,18 +37,27 @@ impl RunLabels {
             recipe: recipe.into(),
             kind: kind.into(),
             created: now_rfc3339(),
+            commit: None,
+            version: None,
         }
     }
 
     /// The labels for a member of `stack`: namespace plus `io.seatrial.*`.
     pub fn for_stack(&self, stack: &str) -> HashMap<String, String> {
-        HashMap::from([
+        let mut labels = HashMap::from([
             (STACK_NAMESPACE.to_owned(), stack.to_owned()),
             (RUN.to_owned(), self.run.clone()),
             (RECIPE.to_owned(), self.recipe.clone()),
             (KIND.to_owned(), self.kind.clone()),
             (CREATED.to_owned(), self.created.clone()),
-        ])
+        ]);
+        if let Some(commit) = &self.commit {
+            labels.insert(COMMIT.to_owned(), commit.clone());
+        }
+        if let Some(version) = &self.version {
+            labels.insert(VERSION.to_owned(), version.clone());
+        }
+        labels
     }
 }
 

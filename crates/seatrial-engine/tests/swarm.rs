@@ -47,6 +47,7 @@ fn plan(stack: &str, dir: &std::path::Path) -> StackPlan {
         base_dir: loaded.base_dir().to_owned(),
         labels: RunLabels::new(format!("test-{stack}"), "test-recipe", "trial"),
         env: HashMap::new(),
+        secret_values: HashMap::new(),
     }
 }
 

@@ -32,6 +32,26 @@ pub enum RecipeError {
         at: String,
         message: String,
     },
+    #[error("{path} is not a directory; a recipe is a directory")]
+    NotADirectory { path: PathBuf },
+    #[error("COMPOSE_FILE entry `{entry}` of recipe {recipe} {reason}")]
+    ComposeFile {
+        recipe: PathBuf,
+        entry: String,
+        reason: String,
+    },
+    #[error("{file}: at `{at}`: {message}")]
+    Interpolation {
+        file: String,
+        at: String,
+        message: String,
+    },
+    #[error("git {command} in {dir} failed: {message}")]
+    Git {
+        dir: PathBuf,
+        command: String,
+        message: String,
+    },
     #[error("{path} cannot be deployed:\n{}", render_findings(findings))]
     Invalid {
         path: PathBuf,

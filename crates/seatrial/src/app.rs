@@ -1,6 +1,9 @@
 //! `seatrial app …`: deploy, undeploy and inspect one app.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+
+use seatrial_recipe::{AppSettings, Recipe, SecretValue, Severity};
 
 use seatrial_engine::{
     ConvergeOptions, DeployMode, DeployOptions, Engine, PullPolicy, RunLabels, ServiceStatus,
@@ -10,12 +13,15 @@ use seatrial_engine::{
 use crate::cli::{AppCommand, Cli, Command, DeployArgs, PsArgs, Pull, UndeployArgs};
 use crate::exit::{self, Failure};
 use crate::progress::Reporter;
+use crate::secrets::SecretStore;
+use crate::source::Source;
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::App(AppCommand::Deploy(args)) => deploy(args).await,
         Command::App(AppCommand::Undeploy(args)) => undeploy(args).await,
         Command::App(AppCommand::Ps(args)) => ps(args).await,
+        Command::Lint(args) => crate::lint::run(&args),
     }
 }
 
@@ -33,27 +39,40 @@ fn new_run_id() -> String {
 }
 
 async fn deploy(args: DeployArgs) -> Result<(), Failure> {
-    let loaded = seatrial_recipe::load_compose(&args.recipe)?;
-    for w in loaded.warnings() {
-        eprintln!("warning: {}: {w}", loaded.path.display());
+    let stack = args.name.as_str();
+    let source = Source::open(&args.recipe, args.reference.as_deref())?;
+    let recipe = Recipe::open(&source.dir)?;
+    let settings = AppSettings {
+        stack: stack.to_owned(),
+        domain: Some(
+            args.domain
+                .clone()
+                .unwrap_or_else(|| format!("{stack}.localhost")),
+        ),
+        overrides: args.env.iter().cloned().collect(),
+        version: source.version.clone(),
+    };
+    let resolved = recipe.resolve(&settings)?;
+    for w in resolved
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+    {
+        eprintln!("warning: {w}");
     }
-    let recipe_name = std::fs::canonicalize(&args.recipe)
-        .ok()
-        .and_then(|p| {
-            let p = if p.is_file() {
-                p.parent()?.to_owned()
-            } else {
-                p
-            };
-            p.file_name().map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_else(|| args.recipe.display().to_string());
-    let plan = StackPlan {
-        stack: args.name.clone(),
-        compose: loaded.compose.clone(),
-        base_dir: loaded.base_dir().to_owned(),
-        labels: RunLabels::new(new_run_id(), recipe_name.clone(), "app"),
-        env: std::env::vars().collect(),
+    if source.dirty {
+        eprintln!("warning: the recipe has uncommitted changes; they are deployed as they are");
+    }
+    let mut labels = RunLabels::new(new_run_id(), recipe.name.clone(), "app");
+    labels.commit = source.commit.clone();
+    labels.version = source.version.clone();
+    let mut plan = StackPlan {
+        stack: stack.to_owned(),
+        compose: resolved.compose.clone(),
+        base_dir: recipe.dir.clone(),
+        labels,
+        env: resolved.env.clone().into_iter().collect(),
+        secret_values: HashMap::new(),
     };
     // Everything that is wrong with the input is reported before the engine is contacted.
     seatrial_engine::convert::convert(&plan).map_err(|findings| {
@@ -62,7 +81,10 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
             findings,
         })
     })?;
+    let supplied: HashMap<String, SecretValue> = args.secrets.iter().cloned().collect();
+    plan.secret_values = SecretStore::for_app(stack).values(&resolved.secrets, &supplied)?;
     let engine = SwarmEngine::connect().await?;
+    let recipe_name = recipe.name.clone();
     let options = DeployOptions {
         mode: if args.update {
             DeployMode::CreateOrUpdate
@@ -75,8 +97,12 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         },
         ..DeployOptions::default()
     };
-    let stack = args.name.as_str();
-    eprintln!("deploying {recipe_name} as stack `{stack}`");
+    let revision = match (&source.version, &source.commit) {
+        (Some(v), _) => format!(" {v}"),
+        (None, Some(c)) => format!(" at {}", &c[..c.len().min(12)]),
+        _ => String::new(),
+    };
+    eprintln!("deploying {recipe_name}{revision} as stack `{stack}`");
     let outcome = engine.deploy(&plan, &options).await?;
     let verb = if outcome.updated_services.is_empty() {
         "created"
@@ -143,6 +169,17 @@ async fn undeploy(args: UndeployArgs) -> Result<(), Failure> {
     let report = engine.undeploy(&args.name, &options, &reporter).await;
     reporter.finish();
     let report = report?;
+    if args.volumes {
+        let dir = crate::secrets::app_dir(&args.name);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!(
+                "warning: cannot remove the app's stored secrets in {}: {e}",
+                dir.display()
+            );
+        }
+    }
     let mut parts = vec![
         format!("{} service(s)", report.removed_services.len()),
         format!("{} network(s)", report.removed_networks.len()),

@@ -29,6 +29,17 @@ pub enum Command {
     /// Deploy, inspect and remove apps (one deployed instance of a recipe).
     #[command(subcommand)]
     App(AppCommand),
+    /// Check a recipe for problems that would break or weaken a deploy (exit 1 on errors).
+    Lint(LintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Recipe directory.
+    pub recipe: PathBuf,
+    /// Print findings as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,11 +54,23 @@ pub enum AppCommand {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
-    /// Recipe directory (or compose file).
-    pub recipe: PathBuf,
+    /// Recipe: a directory, or a git repository (path or URL) with --ref.
+    pub recipe: String,
+    /// Deploy the recipe at this git ref (branch, tag or commit), from an isolated checkout.
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
     /// Stack name: prefixes every service, network, secret and config.
     #[arg(long)]
     pub name: String,
+    /// The app's domain (DOMAIN in the app env); default <stack>.localhost.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Set a variable of the app env (repeatable), e.g. --env COMPOSE_FILE=compose.yml:compose.smtp.yml
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Supply a secret instead of generating it (repeatable), e.g. --secret db_password=...
+    #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = crate::secrets::parse_secret_arg)]
+    pub secrets: Vec<(String, seatrial_recipe::SecretValue)>,
     /// Upgrade the stack in place when it already exists (otherwise that is an error).
     #[arg(long)]
     pub update: bool,
@@ -81,7 +104,8 @@ pub enum Pull {
 pub struct UndeployArgs {
     /// Stack name.
     pub name: String,
-    /// Also remove the stack's volumes (its data), secrets and configs.
+    /// Also remove the stack's volumes (its data), secrets and configs, and the app's stored
+    /// secret values.
     #[arg(long)]
     pub volumes: bool,
     /// Give up waiting for removal after this long.
@@ -96,6 +120,16 @@ pub struct PsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| "expected KEY=VALUE".to_owned())?;
+    if k.is_empty() {
+        return Err("expected KEY=VALUE with a non-empty KEY".into());
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

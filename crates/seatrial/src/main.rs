@@ -3,7 +3,10 @@
 mod app;
 mod cli;
 mod exit;
+mod lint;
 mod progress;
+mod secrets;
+mod source;
 
 use clap::Parser;
 

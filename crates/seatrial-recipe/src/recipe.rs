@@ -1,0 +1,378 @@
+//! A recipe on disk and its resolution into a deployable app: the app env (from `.env.sample`
+//! or `.env`, abra.sh exports, user overrides, `STACK_NAME`, `DOMAIN`, `TYPE`), the compose files
+//! `COMPOSE_FILE` selects, each interpolated and then merged, and the secrets it needs.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::compose::ComposeFile;
+use crate::env::{self, EnvFile};
+use crate::error::RecipeError;
+use crate::interpolate::{self, InterpolationError};
+use crate::load::{self, COMPOSE_FILE_NAMES, MAX_COMPOSE_BYTES};
+use crate::merge;
+use crate::validate::{Finding, Severity};
+
+/// Length of a generated secret when `.env.sample` gives no `# length=N` hint.
+pub const DEFAULT_SECRET_LENGTH: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecipeKind {
+    /// A Co-op Cloud recipe: `.env.sample`, `compose.yml` plus overlays, optional `abra.sh`.
+    CoopCloud,
+    /// A plain compose project: a compose file and an optional `.env`.
+    Compose,
+}
+
+/// A recipe directory, read but not yet resolved for an app.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// Canonical path of the recipe directory.
+    pub dir: PathBuf,
+    pub name: String,
+    pub kind: RecipeKind,
+    /// `.env.sample` (Co-op Cloud) or `.env` (compose); empty when absent.
+    pub sample_env: EnvFile,
+    /// `export NAME=VALUE` lines of `abra.sh`.
+    pub abra_exports: IndexMap<String, String>,
+    /// Warnings found while reading the recipe.
+    pub findings: Vec<Finding>,
+    default_compose_file: String,
+}
+
+/// What makes an app of a recipe: its stack name, domain, and overrides of the env.
+#[derive(Debug, Clone, Default)]
+pub struct AppSettings {
+    pub stack: String,
+    pub domain: Option<String>,
+    /// `KEY=value` overrides of the app env, applied after `.env.sample` and abra.sh.
+    pub overrides: IndexMap<String, String>,
+    /// The recipe version being deployed, recorded in `TYPE=<recipe>:<version>`.
+    pub version: Option<String>,
+}
+
+/// A secret the app needs: `SECRET_<NAME>_VERSION=<version>` in the app env.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretSlot {
+    /// The env key, e.g. `SECRET_DB_PASSWORD_VERSION`.
+    pub env_key: String,
+    /// The secret's short name, e.g. `db_password`.
+    pub name: String,
+    pub version: String,
+    /// Length of a generated value (`# length=N`, default 32).
+    pub length: usize,
+    /// Its name on the engine: `<stack>_<name>_<version>`.
+    pub engine_name: String,
+}
+
+/// A recipe resolved for one app: what the engine deploys.
+#[derive(Debug, Clone)]
+pub struct ResolvedApp {
+    pub compose: ComposeFile,
+    pub env: IndexMap<String, String>,
+    /// The compose files used, in merge order.
+    pub files: Vec<PathBuf>,
+    pub secrets: Vec<SecretSlot>,
+    /// Warnings (unknown keys, unset variables, ignored settings).
+    pub findings: Vec<Finding>,
+}
+
+impl Recipe {
+    /// Reads a recipe directory.
+    pub fn open(dir: &Path) -> Result<Self, RecipeError> {
+        let canonical = dir.canonicalize().map_err(|source| RecipeError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        if !canonical.is_dir() {
+            return Err(RecipeError::NotADirectory {
+                path: dir.to_owned(),
+            });
+        }
+        let name = canonical
+            .file_name()
+            .map_or_else(|| "recipe".to_owned(), |n| n.to_string_lossy().into_owned());
+        let sample_path = canonical.join(".env.sample");
+        let (kind, env_path) = if sample_path.is_file() {
+            (RecipeKind::CoopCloud, Some(sample_path))
+        } else {
+            let dotenv = canonical.join(".env");
+            (RecipeKind::Compose, dotenv.is_file().then_some(dotenv))
+        };
+        let mut findings = Vec::new();
+        let sample_env = match &env_path {
+            Some(path) => {
+                let text = read_small(&canonical, path)?;
+                let parsed = env::parse(&text);
+                for (line, problem) in &parsed.problems {
+                    findings.push(Finding {
+                        severity: Severity::Warning,
+                        at: format!("{}:{line}", file_label(&canonical, path)),
+                        message: problem.clone(),
+                        hint: "fix the line (KEY=value)".into(),
+                    });
+                }
+                parsed
+            }
+            None => EnvFile::default(),
+        };
+        let abra = canonical.join("abra.sh");
+        let abra_exports = if abra.is_file() {
+            env::abra_exports(&read_small(&canonical, &abra)?)
+        } else {
+            IndexMap::new()
+        };
+        let default_compose_file = COMPOSE_FILE_NAMES
+            .iter()
+            .find(|n| canonical.join(n).is_file())
+            .map_or_else(|| "compose.yml".to_owned(), |n| (*n).to_owned());
+        Ok(Self {
+            dir: canonical,
+            name,
+            kind,
+            sample_env,
+            abra_exports,
+            findings,
+            default_compose_file,
+        })
+    }
+
+    /// The app env for `settings`, in the order values were applied.
+    pub fn app_env(&self, settings: &AppSettings) -> IndexMap<String, String> {
+        let mut env = self.sample_env.values();
+        for (k, v) in &self.abra_exports {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &settings.overrides {
+            env.insert(k.clone(), v.clone());
+        }
+        env.insert("STACK_NAME".into(), settings.stack.clone());
+        if let Some(domain) = &settings.domain {
+            env.insert("DOMAIN".into(), domain.clone());
+        }
+        let base_type = env
+            .get("TYPE")
+            .map(|t| t.split(':').next().unwrap_or_default().to_owned())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| self.name.clone());
+        let ty = match &settings.version {
+            Some(v) => format!("{base_type}:{v}"),
+            None => env.get("TYPE").cloned().unwrap_or(base_type),
+        };
+        env.insert("TYPE".into(), ty);
+        env
+    }
+
+    /// The compose files `COMPOSE_FILE` selects, checked to stay inside the recipe.
+    pub fn compose_files(
+        &self,
+        env: &IndexMap<String, String>,
+    ) -> Result<Vec<PathBuf>, RecipeError> {
+        let list = env
+            .get("COMPOSE_FILE")
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| self.default_compose_file.clone());
+        let mut files = Vec::new();
+        for entry in list.split(':').map(str::trim).filter(|e| !e.is_empty()) {
+            let path =
+                inside_recipe(&self.dir, entry).map_err(|reason| RecipeError::ComposeFile {
+                    recipe: self.dir.clone(),
+                    entry: entry.to_owned(),
+                    reason,
+                })?;
+            if !files.contains(&path) {
+                files.push(path);
+            }
+        }
+        if files.is_empty() {
+            return Err(RecipeError::NoComposeFile {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(files)
+    }
+
+    /// Resolves the recipe for an app: env, compose files, interpolation, merge, validation.
+    pub fn resolve(&self, settings: &AppSettings) -> Result<ResolvedApp, RecipeError> {
+        let env = self.app_env(settings);
+        let files = self.compose_files(&env)?;
+        let mut findings = self.findings.clone();
+        let mut merged: Option<Value> = None;
+        for file in &files {
+            let text = read_small(&self.dir, file)?;
+            let mut value = load::parse_yaml(&text, file)?;
+            let label = file_label(&self.dir, file);
+            interpolate_value(&mut value, &env, &label, &mut String::new(), &mut findings)?;
+            match &mut merged {
+                None => merged = Some(value),
+                Some(base) => merge::merge(base, value),
+            }
+        }
+        let merged = merged.unwrap_or(Value::Null);
+        let first = files.first().cloned().unwrap_or_default();
+        let (compose, unknown) = load::compose_from_value(merged, &first)?;
+        findings.extend(unknown);
+        findings.extend(crate::validate::validate(&compose));
+        let errors: Vec<Finding> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .cloned()
+            .collect();
+        if !errors.is_empty() {
+            return Err(RecipeError::Invalid {
+                path: first,
+                findings: errors,
+            });
+        }
+        let secrets = secret_slots(&self.sample_env, &env, &settings.stack);
+        Ok(ResolvedApp {
+            compose,
+            env,
+            files,
+            secrets,
+            findings,
+        })
+    }
+}
+
+/// The secrets an app env asks for: every `SECRET_<NAME>_VERSION`.
+pub fn secret_slots(
+    sample: &EnvFile,
+    env: &IndexMap<String, String>,
+    stack: &str,
+) -> Vec<SecretSlot> {
+    env.iter()
+        .filter_map(|(key, version)| {
+            let name = key.strip_prefix("SECRET_")?.strip_suffix("_VERSION")?;
+            if name.is_empty() || version.is_empty() {
+                return None;
+            }
+            let name = name.to_ascii_lowercase();
+            let length = sample
+                .entries
+                .get(key)
+                .and_then(|e| e.hint("length"))
+                .and_then(|l| l.parse().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(DEFAULT_SECRET_LENGTH);
+            Some(SecretSlot {
+                env_key: key.clone(),
+                engine_name: format!("{stack}_{name}_{version}"),
+                name,
+                version: version.clone(),
+                length,
+            })
+        })
+        .collect()
+}
+
+/// A path relative to the recipe, shown in messages.
+fn file_label(dir: &Path, file: &Path) -> String {
+    file.strip_prefix(dir)
+        .map_or_else(|_| file.display().to_string(), |p| p.display().to_string())
+}
+
+/// Resolves `rel` inside the recipe directory `dir` (canonical), refusing absolute paths, `..`,
+/// and symlinks that lead outside.
+pub fn inside_recipe(dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let path = Path::new(rel);
+    if path.is_absolute() {
+        return Err("is an absolute path; recipe files must be inside the recipe".into());
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err("uses `..` to leave the recipe directory".into());
+    }
+    let joined = dir.join(path);
+    let canonical = joined
+        .canonicalize()
+        .map_err(|e| format!("does not exist ({e})"))?;
+    if !canonical.starts_with(dir) {
+        return Err(format!(
+            "is a symlink to {}, outside the recipe directory",
+            canonical.display()
+        ));
+    }
+    if !canonical.is_file() {
+        return Err("is not a file".into());
+    }
+    Ok(canonical)
+}
+
+/// Reads a small text file of the recipe (size-limited).
+fn read_small(dir: &Path, path: &Path) -> Result<String, RecipeError> {
+    let io = |source| RecipeError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let len = fs::metadata(path).map_err(io)?.len();
+    if len > MAX_COMPOSE_BYTES {
+        return Err(RecipeError::TooLarge {
+            path: PathBuf::from(file_label(dir, path)),
+            size: len,
+            limit: MAX_COMPOSE_BYTES,
+        });
+    }
+    fs::read_to_string(path).map_err(io)
+}
+
+/// Interpolates every string value (keys are left as written), reporting where a problem is.
+fn interpolate_value(
+    value: &mut Value,
+    env: &IndexMap<String, String>,
+    file: &str,
+    at: &mut String,
+    findings: &mut Vec<Finding>,
+) -> Result<(), RecipeError> {
+    match value {
+        Value::String(s) if s.contains('$') => {
+            let out = interpolate::interpolate(s, &|k| env.get(k).cloned()).map_err(|e| {
+                let message = match &e {
+                    InterpolationError::Required { .. } => e.to_string(),
+                    InterpolationError::Syntax { .. } => format!("bad interpolation in {s:?}: {e}"),
+                };
+                RecipeError::Interpolation {
+                    file: file.to_owned(),
+                    at: at.clone(),
+                    message,
+                }
+            })?;
+            for var in out.unset {
+                findings.push(Finding {
+                    severity: Severity::Warning,
+                    at: format!("{file}: {at}"),
+                    message: format!("variable `{var}` is not set; using an empty string"),
+                    hint: format!(
+                        "set {var} in the app env (or give a default: ${{{var}:-value}})"
+                    ),
+                });
+            }
+            *s = out.value;
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("[{i}]"));
+                interpolate_value(item, env, file, at, findings)?;
+                at.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let len = at.len();
+                if !at.is_empty() {
+                    at.push('.');
+                }
+                at.push_str(k);
+                interpolate_value(v, env, file, at, findings)?;
+                at.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
