@@ -192,14 +192,65 @@ pub fn compose_from_value(
     let findings = unknown
         .into_iter()
         .filter(|p| !p.rsplit('.').next().unwrap_or(p).starts_with("x-"))
-        .map(|p| Finding {
-            severity: Severity::Warning,
-            at: p.clone(),
-            message: format!(
-                "unknown key `{p}` is not understood by seatrial and will not be deployed"
-            ),
-            hint: "check its spelling; if it matters for your app, open an issue".into(),
-        })
+        .map(|p| unknown_key_finding(&p))
         .collect();
     Ok((compose, findings))
+}
+
+/// Service keys that compose supports but Swarm does not (`docker stack deploy` ignores them),
+/// with what to do instead.
+const SWARM_UNSUPPORTED: &[(&str, &str)] = &[
+    ("tmpfs", "use a volume of `type: tmpfs` under `volumes:`"),
+    ("shm_size", "mount a `type: tmpfs` volume at /dev/shm"),
+    (
+        "privileged",
+        "grant only the capabilities needed with `cap_add`",
+    ),
+    ("devices", "Swarm services cannot use host devices"),
+    ("network_mode", "join networks with `networks:`"),
+    (
+        "links",
+        "services reach each other by name on a shared network",
+    ),
+    (
+        "external_links",
+        "services reach each other by name on a shared network",
+    ),
+    ("security_opt", "Swarm services cannot set security options"),
+    ("ulimits", "set limits in the image or entrypoint"),
+    ("pid", "Swarm services cannot share a PID namespace"),
+    ("ipc", "Swarm services cannot share an IPC namespace"),
+    (
+        "cgroup_parent",
+        "Swarm services cannot choose a cgroup parent",
+    ),
+    (
+        "userns_mode",
+        "Swarm services cannot set a user namespace mode",
+    ),
+    ("mac_address", "Swarm services cannot set a MAC address"),
+    ("domainname", "set `hostname` instead"),
+];
+
+fn unknown_key_finding(path: &str) -> Finding {
+    let key = path.rsplit('.').next().unwrap_or(path);
+    let in_service = path.starts_with("services.") && path.matches('.').count() == 2;
+    match SWARM_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
+        Some((_, instead)) if in_service => Finding {
+            severity: Severity::Warning,
+            at: path.to_owned(),
+            message: format!(
+                "`{key}` is not supported by Swarm and is ignored (docker stack deploy ignores it too)"
+            ),
+            hint: (*instead).to_owned(),
+        },
+        _ => Finding {
+            severity: Severity::Warning,
+            at: path.to_owned(),
+            message: format!(
+                "unknown key `{path}` is not understood by seatrial and will not be deployed"
+            ),
+            hint: "check its spelling; if it matters for your app, open an issue".into(),
+        },
+    }
 }

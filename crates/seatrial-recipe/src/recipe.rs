@@ -120,6 +120,13 @@ impl Recipe {
             }
             None => EnvFile::default(),
         };
+        // The recipe names itself in TYPE (Co-op Cloud); otherwise its directory does.
+        let name = sample_env
+            .get("TYPE")
+            .and_then(|t| t.split(':').next())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map_or(name, str::to_owned);
         let abra = canonical.join("abra.sh");
         let abra_exports = if abra.is_file() {
             env::abra_exports(&read_small(&canonical, &abra)?)

@@ -41,7 +41,10 @@ fn new_run_id() -> String {
 async fn deploy(args: DeployArgs) -> Result<(), Failure> {
     let stack = args.name.as_str();
     let source = Source::open(&args.recipe, args.reference.as_deref())?;
-    let recipe = Recipe::open(&source.dir)?;
+    let mut recipe = Recipe::open(&source.dir)?;
+    if recipe.sample_env.get("TYPE").is_none() {
+        recipe.name = source.name.clone();
+    }
     let settings = AppSettings {
         stack: stack.to_owned(),
         domain: Some(
@@ -58,7 +61,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         .iter()
         .filter(|f| f.severity == Severity::Warning)
     {
-        eprintln!("warning: {w}");
+        eprintln!("{w}");
     }
     if source.dirty {
         eprintln!("warning: the recipe has uncommitted changes; they are deployed as they are");

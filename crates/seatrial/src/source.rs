@@ -9,6 +9,8 @@ use crate::exit::{self, Failure};
 /// A recipe ready to read, with what is known about its revision.
 pub struct Source {
     pub dir: PathBuf,
+    /// The recipe's name as its source gives it (directory or repository name).
+    pub name: String,
     /// The commit, when the recipe is in git.
     pub commit: Option<String>,
     /// Uncommitted changes in the maintainer's tree (never for checkouts).
@@ -42,6 +44,7 @@ impl Source {
                 _ => None,
             };
             return Ok(Self {
+                name: source_name(recipe),
                 dir: path.to_owned(),
                 commit,
                 dirty,
@@ -59,12 +62,28 @@ impl Source {
             .map_err(|e| bad(e.to_string()))?;
         let version = release_at(&checkout.dir, &checkout.commit);
         Ok(Self {
+            name: source_name(recipe),
             dir: checkout.dir.clone(),
             commit: Some(checkout.commit.clone()),
             dirty: false,
             version,
             _checkout: Some(checkout),
         })
+    }
+}
+
+/// `…/recipes/coop-hello.git` → `coop-hello`.
+fn source_name(source: &str) -> String {
+    let trimmed = source.trim_end_matches('/');
+    let base = trimmed.rsplit(['/', ':']).next().unwrap_or(trimmed);
+    let base = base.strip_suffix(".git").unwrap_or(base);
+    if base.is_empty() || base == "." {
+        std::fs::canonicalize(source)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "recipe".to_owned())
+    } else {
+        base.to_owned()
     }
 }
 
