@@ -17,6 +17,8 @@ pub const CREATED: &str = "io.seatrial.created";
 pub const COMMIT: &str = "io.seatrial.commit";
 /// The recipe version deployed (its release tag), when the commit is a release.
 pub const VERSION: &str = "io.seatrial.version";
+/// `true` when the recipe had uncommitted changes at deploy time.
+pub const DIRTY: &str = "io.seatrial.dirty";
 
 /// The `io.seatrial.*` values of one deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,7 @@ pub struct RunLabels {
     pub created: String,
     pub commit: Option<String>,
     pub version: Option<String>,
+    pub dirty: bool,
 }
 
 impl RunLabels {
@@ -39,6 +42,7 @@ impl RunLabels {
             created: now_rfc3339(),
             commit: None,
             version: None,
+            dirty: false,
         }
     }
 
@@ -56,6 +60,9 @@ impl RunLabels {
         }
         if let Some(version) = &self.version {
             labels.insert(VERSION.to_owned(), version.clone());
+        }
+        if self.dirty {
+            labels.insert(DIRTY.to_owned(), "true".to_owned());
         }
         labels
     }

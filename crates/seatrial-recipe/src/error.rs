@@ -34,7 +34,8 @@ pub enum RecipeError {
     },
     #[error("{path} is not a directory; a recipe is a directory")]
     NotADirectory { path: PathBuf },
-    #[error("COMPOSE_FILE entry `{entry}` of recipe {recipe} {reason}")]
+    /// A file the recipe names (a COMPOSE_FILE entry, `.env.sample`, `abra.sh`) is unusable.
+    #[error("`{entry}` of recipe {recipe} {reason}")]
     ComposeFile {
         recipe: PathBuf,
         entry: String,

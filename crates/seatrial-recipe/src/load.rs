@@ -85,22 +85,29 @@ pub fn load_compose(path: &Path) -> Result<LoadedCompose, RecipeError> {
     let value = parse_yaml(&text, &file)?;
     let (compose, mut findings) = compose_from_value(value, &file)?;
     findings.extend(crate::validate::validate(&compose));
-    let errors: Vec<Finding> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .cloned()
-        .collect();
-    if !errors.is_empty() {
-        return Err(RecipeError::Invalid {
-            path: file,
-            findings: errors,
-        });
-    }
+    refuse_errors(&file, &findings)?;
     Ok(LoadedCompose {
         path: file,
         compose,
         findings,
     })
+}
+
+/// Fails with [`RecipeError::Invalid`] listing the error-severity findings, if there are any.
+pub(crate) fn refuse_errors(path: &Path, findings: &[Finding]) -> Result<(), RecipeError> {
+    let errors: Vec<Finding> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .cloned()
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(RecipeError::Invalid {
+            path: path.to_owned(),
+            findings: errors,
+        })
+    }
 }
 
 /// Parses YAML text into a generic value, within serde-saphyr's default resource budget

@@ -96,12 +96,22 @@ impl Recipe {
         let name = canonical
             .file_name()
             .map_or_else(|| "recipe".to_owned(), |n| n.to_string_lossy().into_owned());
-        let sample_path = canonical.join(".env.sample");
-        let (kind, env_path) = if sample_path.is_file() {
-            (RecipeKind::CoopCloud, Some(sample_path))
-        } else {
-            let dotenv = canonical.join(".env");
-            (RecipeKind::Compose, dotenv.is_file().then_some(dotenv))
+        // Every file read must be inside the recipe (no symlinks out).
+        let in_recipe = |rel: &str| -> Result<Option<PathBuf>, RecipeError> {
+            if !canonical.join(rel).exists() {
+                return Ok(None);
+            }
+            inside_recipe(&canonical, rel)
+                .map(Some)
+                .map_err(|reason| RecipeError::ComposeFile {
+                    recipe: canonical.clone(),
+                    entry: rel.to_owned(),
+                    reason,
+                })
+        };
+        let (kind, env_path) = match in_recipe(".env.sample")? {
+            Some(sample) => (RecipeKind::CoopCloud, Some(sample)),
+            None => (RecipeKind::Compose, in_recipe(".env")?),
         };
         let mut findings = Vec::new();
         let sample_env = match &env_path {
@@ -127,11 +137,9 @@ impl Recipe {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map_or(name, str::to_owned);
-        let abra = canonical.join("abra.sh");
-        let abra_exports = if abra.is_file() {
-            env::abra_exports(&read_small(&canonical, &abra)?)
-        } else {
-            IndexMap::new()
+        let abra_exports = match in_recipe("abra.sh")? {
+            Some(abra) => env::abra_exports(&read_small(&canonical, &abra)?),
+            None => IndexMap::new(),
         };
         let default_compose_file = COMPOSE_FILE_NAMES
             .iter()
@@ -225,17 +233,7 @@ impl Recipe {
         let (compose, unknown) = load::compose_from_value(merged, &first)?;
         findings.extend(unknown);
         findings.extend(crate::validate::validate(&compose));
-        let errors: Vec<Finding> = findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .cloned()
-            .collect();
-        if !errors.is_empty() {
-            return Err(RecipeError::Invalid {
-                path: first,
-                findings: errors,
-            });
-        }
+        load::refuse_errors(&first, &findings)?;
         let secrets = secret_slots(&self.sample_env, &env, &settings.stack);
         Ok(ResolvedApp {
             compose,

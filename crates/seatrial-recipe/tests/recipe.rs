@@ -157,6 +157,18 @@ fn compose_file_entries_cannot_escape_the_recipe() {
 }
 
 #[test]
+fn env_sample_symlinked_out_of_the_recipe_is_refused() {
+    let dir = copy_example("env-escape");
+    std::fs::remove_file(dir.join(".env.sample")).expect("rm");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join(".env.sample")).expect("symlink");
+    let err = Recipe::open(&dir).expect_err("must not read outside the recipe");
+    assert!(
+        err.to_string().contains(".env.sample") && err.to_string().contains("symlink"),
+        "{err}"
+    );
+}
+
+#[test]
 fn required_variable_error_names_variable_message_file_and_key() {
     let dir = copy_example("required");
     edit(

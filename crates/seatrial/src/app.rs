@@ -69,6 +69,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
     let mut labels = RunLabels::new(new_run_id(), recipe.name.clone(), "app");
     labels.commit = source.commit.clone();
     labels.version = source.version.clone();
+    labels.dirty = source.dirty;
     let mut plan = StackPlan {
         stack: stack.to_owned(),
         compose: resolved.compose.clone(),
@@ -249,19 +250,9 @@ fn print_services(services: &[ServiceStatus], json: bool) {
             ]
         })
         .collect();
-    let header = ["SERVICE", "MODE", "REPLICAS", "IMAGE", "PORTS", "STATE"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    crate::table::print(
+        ["SERVICE", "MODE", "REPLICAS", "IMAGE", "PORTS", "STATE"],
+        &rows,
+        usize::MAX,
+    );
 }

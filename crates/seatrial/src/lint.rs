@@ -61,19 +61,9 @@ fn print_table(findings: &[LintFinding]) {
             ]
         })
         .collect();
-    let header = ["RULE", "SEVERITY", "WHAT", "WHERE", "HOW TO FIX"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count()).min(70);
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    crate::table::print(
+        ["RULE", "SEVERITY", "WHAT", "WHERE", "HOW TO FIX"],
+        &rows,
+        70,
+    );
 }

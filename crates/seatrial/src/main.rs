@@ -7,6 +7,7 @@ mod lint;
 mod progress;
 mod secrets;
 mod source;
+mod table;
 
 use clap::Parser;
 
