@@ -187,6 +187,16 @@ pub struct UndeployReport {
     pub elapsed: Duration,
 }
 
+/// Where a running task of a stack can be reached from this host: its container's address on
+/// `docker_gwbridge` (no routing mesh or proxy needed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskAddress {
+    /// Full service name (`<stack>_<service>`).
+    pub service: String,
+    pub container: String,
+    pub ip: std::net::IpAddr,
+}
+
 /// Facts about the engine, for `seatrial` to show and check.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineInfo {
@@ -224,6 +234,18 @@ pub trait Engine: Send + Sync {
 
     /// The state of each service of the stack (empty when the stack does not exist).
     async fn ps(&self, stack: &str) -> Result<Vec<ServiceStatus>>;
+
+    /// Addresses of the stack's running task containers, reachable from this host.
+    async fn task_addresses(&self, stack: &str) -> Result<Vec<TaskAddress>>;
+
+    /// The TCP ports an image declares with EXPOSE.
+    async fn image_ports(&self, image: &str) -> Result<Vec<u16>>;
+
+    /// The labels of a service of the stack (`<stack>_<service>`), as deployed.
+    async fn service_labels(
+        &self,
+        service: &str,
+    ) -> Result<std::collections::HashMap<String, String>>;
 }
 
 /// Formats a duration for people: `850ms`, `12.3s`, `4m05s`.

@@ -31,6 +31,65 @@ pub enum Command {
     App(AppCommand),
     /// Check a recipe for problems that would break or weaken a deploy (exit 1 on errors).
     Lint(LintArgs),
+    /// Run a cold trial: install the previous release, serve, upgrade to the change, run the
+    /// recipe's tests, tear everything down.
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Recipe: a directory, or a git repository (path or URL) with --ref.
+    pub recipe: String,
+    /// The change under test (branch, tag or commit), from an isolated checkout.
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Leave the app up after the trial (prints the command that removes it).
+    #[arg(long)]
+    pub keep: bool,
+    /// The app's domain is <stack>.<base-domain>.
+    #[arg(long, default_value = "seatrial.localhost")]
+    pub base_domain: String,
+    /// Set a variable of the app env (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Convergence deadline of each deploy.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How long every service must stay converged.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub stable_for: Duration,
+    /// Path the serve probe requests.
+    #[arg(long, default_value = "/")]
+    pub probe_path: String,
+    /// Accepted status codes of the probe, e.g. 200-399 or 200.
+    #[arg(long, default_value = "200-399", value_parser = parse_status_range)]
+    pub probe_status: (u16, u16),
+    /// Text the probe's response body must contain.
+    #[arg(long)]
+    pub probe_body: Option<String>,
+    /// How long the probe retries before the serve stage fails.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub probe_timeout: Duration,
+    /// Timeout of each executable of the recipe's tests/.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub test_timeout: Duration,
+}
+
+fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| format!("{x:?} is not an HTTP status code"))
+    };
+    match s.split_once('-') {
+        Some((a, b)) => Ok((parse(a)?, parse(b)?)),
+        None => parse(s).map(|c| (c, c)),
+    }
 }
 
 #[derive(Debug, Args)]

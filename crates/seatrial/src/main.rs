@@ -8,6 +8,7 @@ mod progress;
 mod secrets;
 mod source;
 mod table;
+mod trial;
 
 use clap::Parser;
 

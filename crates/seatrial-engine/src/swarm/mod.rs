@@ -25,8 +25,8 @@ use crate::convert::{self, StackSpecs};
 use crate::labels::{CREATED, STACK_NAMESPACE};
 use crate::{
     ConvergeOptions, ConvergeReport, DeployMode, DeployOptions, DeployOutcome, Engine, EngineError,
-    EngineInfo, ProgressObserver, PullPolicy, Result, ServiceStatus, StackPlan, UndeployOptions,
-    UndeployRemaining, UndeployReport,
+    EngineInfo, ProgressObserver, PullPolicy, Result, ServiceStatus, StackPlan, TaskAddress,
+    UndeployOptions, UndeployRemaining, UndeployReport,
 };
 use pulse::Pulse;
 
@@ -56,6 +56,8 @@ fn is_not_found(e: &BollardError) -> bool {
 
 /// The label the swarm puts on a task's container, naming its service.
 const SWARM_SERVICE_NAME: &str = "com.docker.swarm.service.name";
+/// The bridge through which a single node reaches its swarm tasks.
+const GATEWAY_BRIDGE: &str = "docker_gwbridge";
 /// Swarm's stop grace period when a service sets none.
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -920,5 +922,80 @@ impl Engine for SwarmEngine {
 
     async fn ps(&self, stack: &str) -> Result<Vec<ServiceStatus>> {
         Ok(self.snapshot(stack, usize::MAX).await?.services)
+    }
+
+    async fn task_addresses(&self, stack: &str) -> Result<Vec<TaskAddress>> {
+        let mut filters = stack_filter(stack);
+        filters.insert("status".to_owned(), vec!["running".to_owned()]);
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing containers of stack `{stack}`"
+            )))?;
+        let gateway = self
+            .docker
+            .inspect_network(GATEWAY_BRIDGE, None)
+            .await
+            .map_err(EngineError::api(format!(
+                "inspecting network `{GATEWAY_BRIDGE}`"
+            )))?;
+        let endpoints = gateway.containers.unwrap_or_default();
+        let mut out = Vec::new();
+        for c in containers {
+            let (Some(id), Some(labels)) = (c.id, c.labels) else {
+                continue;
+            };
+            let Some(service) = labels.get(SWARM_SERVICE_NAME) else {
+                continue;
+            };
+            let ip = endpoints
+                .get(&id)
+                .and_then(|e| e.ipv4_address.as_deref())
+                .and_then(|a| a.split('/').next())
+                .and_then(|a| a.parse().ok());
+            if let Some(ip) = ip {
+                out.push(TaskAddress {
+                    service: service.clone(),
+                    container: id,
+                    ip,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service).then(a.ip.cmp(&b.ip)));
+        Ok(out)
+    }
+
+    async fn image_ports(&self, image: &str) -> Result<Vec<u16>> {
+        let inspect = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(EngineError::api(format!("inspecting image `{image}`")))?;
+        let mut ports: Vec<u16> = inspect
+            .config
+            .and_then(|c| c.exposed_ports)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| {
+                let (port, proto) = p.split_once('/').unwrap_or((p.as_str(), "tcp"));
+                (proto == "tcp").then(|| port.parse().ok()).flatten()
+            })
+            .collect();
+        ports.sort_unstable();
+        Ok(ports)
+    }
+
+    async fn service_labels(&self, service: &str) -> Result<HashMap<String, String>> {
+        let found = self
+            .docker
+            .inspect_service(service, None)
+            .await
+            .map_err(EngineError::api(format!("inspecting service `{service}`")))?;
+        Ok(found.spec.and_then(|s| s.labels).unwrap_or_default())
     }
 }

@@ -1,0 +1,792 @@
+//! seatrial-trial: the cold trial, stage by stage, written against the [`Engine`] trait.
+//!
+//! prepare → install (the previous release) → serve → upgrade (to the change) → tests →
+//! teardown. Teardown always runs: after a failure, a stage timeout, or cancellation.
+
+pub mod probe;
+pub mod recipe_tests;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use seatrial_engine::labels::{self, RunLabels};
+use seatrial_engine::{
+    ConvergeOptions, DeployMode, DeployOptions, Engine, EngineError, ErrorKind, ProgressObserver,
+    PullPolicy, StackPlan, UndeployOptions,
+};
+use seatrial_recipe::git::{self, Checkout};
+use seatrial_recipe::lint;
+use seatrial_recipe::{AppSettings, Recipe, ResolvedApp, SecretValue, Severity};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::probe::ProbeSpec;
+
+/// Everything a trial needs to know.
+#[derive(Debug, Clone)]
+pub struct TrialConfig {
+    /// A recipe directory, or a git repository path/URL (with `reference`).
+    pub recipe: String,
+    /// The change under test: a branch, tag or commit. `None`: the directory as it is.
+    pub reference: Option<String>,
+    /// Domain suffix: the app's domain is `<stack>.<base_domain>`.
+    pub base_domain: String,
+    pub converge: ConvergeOptions,
+    pub probe: ProbeSpec,
+    /// Timeout of each executable of `tests/`.
+    pub test_timeout: Duration,
+    /// Leave the app deployed (skip teardown) for debugging.
+    pub keep: bool,
+    /// Where isolated checkouts go.
+    pub work_dir: PathBuf,
+    /// App env overrides for both the previous release and the change.
+    pub env: Vec<(String, String)>,
+    /// This run's id and stack name (see [`identity`]).
+    pub run_id: String,
+    pub stack: String,
+}
+
+/// A fresh run id and the stack name it gives `recipe` at `reference`.
+pub fn identity(recipe: &str, reference: Option<&str>) -> (String, String) {
+    let run_id = new_run_id();
+    let label = recipe.trim_end_matches('/');
+    let name = label
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or(label)
+        .trim_end_matches(".git");
+    let stack = stack_name(name, reference.unwrap_or(""), &run_id);
+    (run_id, stack)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageResult {
+    Pass,
+    Fail,
+    Error,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub name: &'static str,
+    pub result: StageResult,
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub detail: String,
+    /// Per-test results (the `tests` stage).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<recipe_tests::TestResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialResult {
+    Pass,
+    Fail,
+    Error,
+}
+
+/// The report of a trial, as `--json` writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialReport {
+    pub run_id: String,
+    pub recipe: String,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub commit: Option<String>,
+    pub mode: &'static str,
+    pub stack: String,
+    pub domain: String,
+    /// The release installed first (`None`: the change itself was installed).
+    pub previous_version: Option<String>,
+    pub result: TrialResult,
+    /// Who has to act on an `error` result: `bad-input` or `infrastructure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
+    pub interrupted: bool,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub stages: Vec<StageReport>,
+}
+
+/// Receives stage progress; the CLI draws it.
+pub trait TrialObserver: ProgressObserver {
+    fn stage_started(&self, _name: &'static str, _what: &str) {}
+    fn stage_finished(&self, _stage: &StageReport) {}
+}
+
+/// An outcome of a stage body: detail on success, or why it failed.
+enum StageError {
+    /// The app failed (unhealthy, rolled back, probe failed, tests failed).
+    Fail(String),
+    /// Bad input or infrastructure; not the app's fault.
+    Error(String, ErrorKind),
+}
+
+impl From<EngineError> for StageError {
+    fn from(e: EngineError) -> Self {
+        match e.kind() {
+            ErrorKind::AppFailed => Self::Fail(e.to_string()),
+            kind => Self::Error(e.to_string(), kind),
+        }
+    }
+}
+
+/// A short unique stack name: `t` + the recipe's initials + 6 hex digits of a hash of recipe, ref
+/// and run id — so `<stack>_<secret>_<version>` fits the engine's 64 characters.
+pub fn stack_name(recipe: &str, reference: &str, run_id: &str) -> String {
+    let initials: String = recipe
+        .split(['-', '_', '.', ' '])
+        .filter_map(|w| w.chars().find(|c| c.is_ascii_alphanumeric()))
+        .take(4)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write(recipe.as_bytes());
+    h.write(reference.as_bytes());
+    h.write(run_id.as_bytes());
+    format!("t{initials}-{:06x}", h.finish() & 0xff_ffff)
+}
+
+/// A fresh random run id.
+pub fn new_run_id() -> String {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// A recipe revision ready to deploy.
+struct Revision {
+    dir: PathBuf,
+    commit: Option<String>,
+    version: Option<String>,
+    _checkout: Option<Checkout>,
+}
+
+/// What every stage reads: never changed once the trial starts.
+struct Ctx<'a> {
+    engine: &'a dyn Engine,
+    observer: &'a dyn TrialObserver,
+    config: TrialConfig,
+    run_id: String,
+    stack: String,
+    domain: String,
+}
+
+type Body<'f> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<(String, Vec<recipe_tests::TestResult>), StageError>,
+            > + Send
+            + 'f,
+    >,
+>;
+
+/// Runs one stage body — timed, cancellable — and records its result; `true` when it passed.
+async fn record(
+    report: &mut TrialReport,
+    cancel: &CancellationToken,
+    observer: &dyn TrialObserver,
+    name: &'static str,
+    what: &str,
+    body: Body<'_>,
+) -> bool {
+    observer.stage_started(name, what);
+    let started_at = labels::now_rfc3339();
+    let started = Instant::now();
+    let outcome = tokio::select! {
+        r = body => Some(r),
+        _ = cancel.cancelled() => None,
+    };
+    let (mut result, detail, tests) = match outcome {
+        Some(Ok((detail, tests))) => (StageResult::Pass, detail, tests),
+        Some(Err(StageError::Fail(why))) => (StageResult::Fail, why, Vec::new()),
+        Some(Err(StageError::Error(why, kind))) => {
+            report.error_kind.get_or_insert(match kind {
+                ErrorKind::BadInput => "bad-input",
+                _ => "infrastructure",
+            });
+            (StageResult::Error, why, Vec::new())
+        }
+        None => {
+            report.interrupted = true;
+            (StageResult::Error, "interrupted".to_owned(), Vec::new())
+        }
+    };
+    if result == StageResult::Pass && tests.iter().any(|t| !t.passed) {
+        result = StageResult::Fail;
+    }
+    // The first bad stage decides the verdict; later ones (teardown) never soften it.
+    match (report.result, result) {
+        (TrialResult::Pass, StageResult::Fail) => report.result = TrialResult::Fail,
+        (TrialResult::Pass, StageResult::Error) => report.result = TrialResult::Error,
+        _ => {}
+    }
+    let stage = StageReport {
+        name,
+        result,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        detail,
+        tests,
+    };
+    observer.stage_finished(&stage);
+    report.stages.push(stage);
+    result == StageResult::Pass
+}
+
+fn skip(report: &mut TrialReport, observer: &dyn TrialObserver, name: &'static str, why: &str) {
+    let stage = StageReport {
+        name,
+        result: StageResult::Skipped,
+        started_at: labels::now_rfc3339(),
+        duration_ms: 0,
+        detail: why.to_owned(),
+        tests: Vec::new(),
+    };
+    observer.stage_finished(&stage);
+    report.stages.push(stage);
+}
+
+/// Runs a whole cold trial and returns its report; teardown has run when this returns
+/// (unless `keep`). Cancelling `cancel` ends the running stage and goes to teardown.
+pub async fn run(
+    engine: &dyn Engine,
+    config: TrialConfig,
+    observer: &dyn TrialObserver,
+    cancel: CancellationToken,
+) -> TrialReport {
+    let started = Instant::now();
+    let run_id = config.run_id.clone();
+    let stack = config.stack.clone();
+    let domain = format!("{stack}.{}", config.base_domain);
+    let mut report = TrialReport {
+        run_id: run_id.clone(),
+        recipe: config.recipe.trim_end_matches('/').to_owned(),
+        reference: config.reference.clone(),
+        commit: None,
+        mode: "cold",
+        stack: stack.clone(),
+        domain: domain.clone(),
+        previous_version: None,
+        result: TrialResult::Pass,
+        error_kind: None,
+        interrupted: false,
+        started_at: labels::now_rfc3339(),
+        duration_ms: 0,
+        stages: Vec::new(),
+    };
+    let ctx = Ctx {
+        engine,
+        observer,
+        config,
+        run_id,
+        stack,
+        domain,
+    };
+    let mut secrets = HashMap::new();
+    let deployed = lifecycle(&ctx, &mut report, &cancel, &mut secrets).await;
+    teardown(&ctx, &mut report, deployed).await;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+/// The stages before teardown; returns whether anything may have been deployed.
+async fn lifecycle(
+    ctx: &Ctx<'_>,
+    report: &mut TrialReport,
+    cancel: &CancellationToken,
+    secrets: &mut HashMap<String, SecretValue>,
+) -> bool {
+    let obs = ctx.observer;
+    let mut revisions = None;
+    let prepared = record(
+        report,
+        cancel,
+        obs,
+        "prepare",
+        "checking out, linting and resolving the recipe",
+        Box::pin(async {
+            let (change, previous) = prepare(ctx)?;
+            let detail = match &previous {
+                Some(p) => format!(
+                    "change at {}; upgrading from release {}",
+                    short(change.commit.as_deref()),
+                    p.version.as_deref().unwrap_or("?")
+                ),
+                None => format!(
+                    "change at {}; no earlier release",
+                    short(change.commit.as_deref())
+                ),
+            };
+            revisions = Some((change, previous));
+            Ok((detail, Vec::new()))
+        }),
+    )
+    .await;
+    let Some((change, previous)) = revisions.filter(|_| prepared) else {
+        return false;
+    };
+    report.commit = change.commit.clone();
+    report.previous_version = previous.as_ref().and_then(|p| p.version.clone());
+
+    let first = previous.as_ref().unwrap_or(&change);
+    let what = format!(
+        "deploying {}",
+        first.version.as_deref().unwrap_or("the change")
+    );
+    if !record(
+        report,
+        cancel,
+        obs,
+        "install",
+        &what,
+        Box::pin(deploy_and_converge(ctx, first, DeployMode::Create, secrets)),
+    )
+    .await
+    {
+        return true;
+    }
+    let mut probe_url = None;
+    if !record(
+        report,
+        cancel,
+        obs,
+        "serve",
+        "probing the app over HTTP",
+        Box::pin(serve(ctx, &mut probe_url)),
+    )
+    .await
+    {
+        return true;
+    }
+    if previous.is_some() {
+        let upgraded = record(
+            report,
+            cancel,
+            obs,
+            "upgrade",
+            "upgrading in place to the change",
+            Box::pin(async {
+                let (detail, _) =
+                    deploy_and_converge(ctx, &change, DeployMode::Update, secrets).await?;
+                verify_moved(ctx, &change).await?;
+                Ok((
+                    format!("{detail}; every service carries the change's commit"),
+                    Vec::new(),
+                ))
+            }),
+        )
+        .await;
+        if !upgraded {
+            return true;
+        }
+        if !record(
+            report,
+            cancel,
+            obs,
+            "serve-after-upgrade",
+            "probing the upgraded app over HTTP",
+            Box::pin(serve(ctx, &mut probe_url)),
+        )
+        .await
+        {
+            return true;
+        }
+    } else {
+        skip(
+            report,
+            obs,
+            "upgrade",
+            "no earlier release to upgrade from: the change was installed directly",
+        );
+    }
+    let names = recipe_tests::discover(&change.dir);
+    if names.is_empty() {
+        skip(
+            report,
+            obs,
+            "tests",
+            "the recipe has no executables in tests/",
+        );
+        return true;
+    }
+    let env = vec![
+        ("SEATRIAL_STACK".to_owned(), ctx.stack.clone()),
+        ("SEATRIAL_DOMAIN".to_owned(), ctx.domain.clone()),
+        ("SEATRIAL_URL".to_owned(), probe_url.unwrap_or_default()),
+        ("SEATRIAL_RUN_ID".to_owned(), ctx.run_id.clone()),
+        (
+            "SEATRIAL_PREVIOUS_VERSION".to_owned(),
+            previous
+                .as_ref()
+                .and_then(|p| p.version.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "DOCKER_HOST".to_owned(),
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+        ),
+    ];
+    let timeout = ctx.config.test_timeout;
+    record(
+        report,
+        cancel,
+        obs,
+        "tests",
+        "running the recipe's tests",
+        Box::pin(async move {
+            let mut results = Vec::new();
+            for name in &names {
+                results.push(recipe_tests::run(&change.dir, name, &env, timeout).await);
+            }
+            let passed = results.iter().filter(|r| r.passed).count();
+            let summary: Vec<String> = results
+                .iter()
+                .map(|r| format!("{} {}", r.name, r.outcome))
+                .collect();
+            Ok((
+                format!("{passed}/{} passed: {}", results.len(), summary.join(", ")),
+                results,
+            ))
+        }),
+    )
+    .await;
+    true
+}
+
+fn short(commit: Option<&str>) -> &str {
+    commit.map_or("the working tree", |c| &c[..c.len().min(12)])
+}
+
+fn settings(ctx: &Ctx<'_>, version: Option<String>) -> AppSettings {
+    AppSettings {
+        stack: ctx.stack.clone(),
+        domain: Some(ctx.domain.clone()),
+        overrides: ctx.config.env.iter().cloned().collect(),
+        version,
+    }
+}
+
+fn resolve(ctx: &Ctx<'_>, rev: &Revision) -> Result<(Recipe, ResolvedApp), StageError> {
+    let bad =
+        |e: seatrial_recipe::RecipeError| StageError::Error(e.to_string(), ErrorKind::BadInput);
+    let recipe = Recipe::open(&rev.dir).map_err(bad)?;
+    let app = recipe
+        .resolve(&settings(ctx, rev.version.clone()))
+        .map_err(bad)?;
+    Ok((recipe, app))
+}
+
+/// Checkouts, lint (errors stop the trial), and resolution of both revisions.
+fn prepare(ctx: &Ctx<'_>) -> Result<(Revision, Option<Revision>), StageError> {
+    let (change, previous) =
+        checkouts(&ctx.config).map_err(|e| StageError::Error(e, ErrorKind::BadInput))?;
+    let findings = lint::lint(&change.dir)
+        .map_err(|e| StageError::Error(e.to_string(), ErrorKind::BadInput))?;
+    let errors: Vec<String> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("{} {}: {} ({})", f.rule, f.at, f.what, f.fix))
+        .collect();
+    if !errors.is_empty() {
+        return Err(StageError::Error(
+            format!(
+                "lint found {} error(s):\n  {}",
+                errors.len(),
+                errors.join("\n  ")
+            ),
+            ErrorKind::BadInput,
+        ));
+    }
+    // Resolve both now, so a broken release fails here rather than halfway through.
+    for rev in std::iter::once(&change).chain(previous.iter()) {
+        let (_, app) = resolve(ctx, rev)?;
+        let plan = plan(ctx, rev, &app, &mut HashMap::new())?;
+        seatrial_engine::convert::convert(&plan).map_err(|findings| {
+            StageError::from(EngineError::Invalid {
+                stack: ctx.stack.clone(),
+                findings,
+            })
+        })?;
+    }
+    Ok((change, previous))
+}
+
+fn plan(
+    ctx: &Ctx<'_>,
+    rev: &Revision,
+    app: &ResolvedApp,
+    secrets: &mut HashMap<String, SecretValue>,
+) -> Result<StackPlan, StageError> {
+    // One value per secret for the whole trial: the upgrade keeps the installed secrets.
+    for slot in &app.secrets {
+        if !secrets.contains_key(&slot.engine_name) {
+            let value = SecretValue::generate(slot.length).map_err(|e| {
+                StageError::Error(
+                    format!("the OS random number generator failed: {e}"),
+                    ErrorKind::Infrastructure,
+                )
+            })?;
+            secrets.insert(slot.engine_name.clone(), value);
+        }
+    }
+    let recipe = Recipe::open(&rev.dir)
+        .map_err(|e| StageError::Error(e.to_string(), ErrorKind::BadInput))?;
+    let mut labels = RunLabels::new(ctx.run_id.clone(), recipe.name.clone(), "trial");
+    labels.commit = rev.commit.clone();
+    labels.version = rev.version.clone();
+    Ok(StackPlan {
+        stack: ctx.stack.clone(),
+        compose: app.compose.clone(),
+        base_dir: recipe.dir.clone(),
+        labels,
+        env: app.env.clone().into_iter().collect(),
+        secret_values: app
+            .secrets
+            .iter()
+            .filter_map(|s| Some((s.engine_name.clone(), secrets.get(&s.engine_name)?.clone())))
+            .collect(),
+    })
+}
+
+async fn deploy_and_converge(
+    ctx: &Ctx<'_>,
+    rev: &Revision,
+    mode: DeployMode,
+    secrets: &mut HashMap<String, SecretValue>,
+) -> Result<(String, Vec<recipe_tests::TestResult>), StageError> {
+    let (_, app) = resolve(ctx, rev)?;
+    let plan = plan(ctx, rev, &app, secrets)?;
+    let options = DeployOptions {
+        mode,
+        pull: PullPolicy::Missing,
+        ..DeployOptions::default()
+    };
+    ctx.engine.deploy(&plan, &options).await?;
+    let report = ctx
+        .engine
+        .converge(&ctx.stack, &ctx.config.converge, ctx.observer)
+        .await?;
+    let services: Vec<String> = report
+        .services
+        .iter()
+        .map(|s| format!("{} {}/{}", s.name, s.running, s.desired))
+        .collect();
+    Ok((
+        format!(
+            "{} converged in {} ({})",
+            rev.version.as_deref().unwrap_or("the change"),
+            seatrial_engine::fmt_duration(report.elapsed),
+            services.join(", ")
+        ),
+        Vec::new(),
+    ))
+}
+
+/// The deployed services must carry the change's commit label: the upgrade really happened.
+async fn verify_moved(ctx: &Ctx<'_>, change: &Revision) -> Result<(), StageError> {
+    let Some(commit) = &change.commit else {
+        return Ok(());
+    };
+    for status in ctx.engine.ps(&ctx.stack).await? {
+        let deployed = ctx.engine.service_labels(&status.name).await?;
+        if deployed.get(labels::COMMIT) != Some(commit) {
+            return Err(StageError::Fail(format!(
+                "service `{}` carries {}={:?}, not the change's commit {commit}",
+                status.name,
+                labels::COMMIT,
+                deployed.get(labels::COMMIT)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Probes what users reach: the service with traefik router labels (at its loadbalancer port),
+/// else each service with a published or image-exposed port, directly through docker_gwbridge.
+async fn serve(
+    ctx: &Ctx<'_>,
+    probe_url: &mut Option<String>,
+) -> Result<(String, Vec<recipe_tests::TestResult>), StageError> {
+    let services = ctx.engine.ps(&ctx.stack).await?;
+    let mut targets: Vec<(String, u16)> = Vec::new();
+    for s in &services {
+        let deployed = ctx.engine.service_labels(&s.name).await?;
+        let traefik_port = deployed.iter().find_map(|(k, v)| {
+            (k.starts_with("traefik.http.services.") && k.ends_with(".loadbalancer.server.port"))
+                .then(|| v.parse::<u16>().ok())
+                .flatten()
+        });
+        if let Some(port) = traefik_port {
+            // The proxy-routed service is what users reach: probe it alone.
+            targets = vec![(s.name.clone(), port)];
+            break;
+        }
+        // `8080->80/tcp (host)` or `80/tcp`: the container side is what the gateway reaches.
+        let published = s.ports.first().and_then(|p| {
+            let container_side = p.split("->").last()?;
+            container_side.split('/').next()?.parse::<u16>().ok()
+        });
+        let port = match published {
+            Some(p) => Some(p),
+            None => ctx.engine.image_ports(&s.image).await?.first().copied(),
+        };
+        if let Some(port) = port {
+            targets.push((s.name.clone(), port));
+        }
+    }
+    if targets.is_empty() {
+        return Err(StageError::Fail(
+            "nothing to probe: no service has traefik router labels, a published port or an exposed port".into(),
+        ));
+    }
+    let addresses = ctx.engine.task_addresses(&ctx.stack).await?;
+    let spec = &ctx.config.probe;
+    // The latest serve stage decides the URL tests get: an upgrade may move the task.
+    *probe_url = None;
+    let mut lines = Vec::new();
+    for (service, port) in &targets {
+        let Some(addr) = addresses.iter().find(|a| &a.service == service) else {
+            return Err(StageError::Fail(format!(
+                "service `{service}` has no running task reachable through docker_gwbridge"
+            )));
+        };
+        let url = format!("http://{}:{port}", addr.ip);
+        match probe::until_ok(addr.ip, *port, &ctx.domain, spec).await {
+            Ok(answer) => {
+                lines.push(format!(
+                    "GET {url}{} (Host: {}) → {} ({service})",
+                    spec.path, ctx.domain, answer.status
+                ));
+                probe_url.get_or_insert(url);
+            }
+            Err(why) => {
+                return Err(StageError::Fail(format!(
+                    "GET {url}{} (Host: {}) for service `{service}` did not succeed within {}: {why}",
+                    spec.path,
+                    ctx.domain,
+                    seatrial_engine::fmt_duration(spec.deadline)
+                )));
+            }
+        }
+    }
+    Ok((lines.join("; "), Vec::new()))
+}
+
+/// Always runs (also after failure or cancellation, with its own token), unless `keep`.
+async fn teardown(ctx: &Ctx<'_>, report: &mut TrialReport, deployed: bool) {
+    if ctx.config.keep {
+        let why = format!(
+            "--keep: the app is left up; remove it with `seatrial app undeploy {} --volumes`",
+            ctx.stack
+        );
+        skip(report, ctx.observer, "teardown", &why);
+        return;
+    }
+    if !deployed {
+        skip(report, ctx.observer, "teardown", "nothing was deployed");
+        return;
+    }
+    let options = UndeployOptions {
+        remove_data: true,
+        ..UndeployOptions::default()
+    };
+    let fresh = CancellationToken::new();
+    record(report, &fresh, ctx.observer, "teardown", "removing the app and waiting until it is gone", Box::pin(async {
+        match ctx.engine.undeploy(&ctx.stack, &options, ctx.observer).await {
+            Ok(r) => Ok((
+                format!(
+                    "removed {} service(s), {} network(s), {} volume(s), {} secret(s), {} config(s); all gone after {}",
+                    r.removed_services.len(),
+                    r.removed_networks.len(),
+                    r.removed_volumes.len(),
+                    r.removed_secrets.len(),
+                    r.removed_configs.len(),
+                    seatrial_engine::fmt_duration(r.elapsed)
+                ),
+                Vec::new(),
+            )),
+            Err(EngineError::StackNotFound { .. }) => Ok(("nothing was left to remove".to_owned(), Vec::new())),
+            Err(e) => Err(StageError::Error(e.to_string(), ErrorKind::Infrastructure)),
+        }
+    }))
+    .await;
+}
+
+/// The change (at the ref, or the directory as it is) and the release before it, if any.
+fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), String> {
+    let path = Path::new(&config.recipe);
+    let change = match &config.reference {
+        None if path.is_dir() => {
+            let (commit, dirty) = if git::is_repo(path) {
+                let (c, d) = git::head(path).map_err(|e| e.to_string())?;
+                (Some(c), d)
+            } else {
+                (None, false)
+            };
+            let version = match (&commit, dirty) {
+                (Some(c), false) => git::versions(path)
+                    .ok()
+                    .and_then(|v| v.at(c).map(|r| r.tag.clone())),
+                _ => None,
+            };
+            Revision {
+                dir: path.to_owned(),
+                commit,
+                version,
+                _checkout: None,
+            }
+        }
+        None => {
+            return Err(format!(
+                "recipe `{}` is not a directory; give a directory, or a repository with --ref",
+                config.recipe
+            ));
+        }
+        Some(reference) => {
+            let c = git::checkout(&config.recipe, reference, &config.work_dir)
+                .map_err(|e| e.to_string())?;
+            let version = git::versions(&c.dir)
+                .ok()
+                .and_then(|v| v.at(&c.commit).map(|r| r.tag.clone()));
+            Revision {
+                dir: c.dir.clone(),
+                commit: Some(c.commit.clone()),
+                version,
+                _checkout: Some(c),
+            }
+        }
+    };
+    let Some(commit) = change.commit.clone() else {
+        return Ok((change, None));
+    };
+    let versions = git::versions(&change.dir).map_err(|e| e.to_string())?;
+    let Some(previous) = versions.previous_for(&commit).cloned() else {
+        return Ok((change, None));
+    };
+    if previous.commit == commit {
+        return Ok((change, None));
+    }
+    // Clone from the change's repository: it has every tag the source has.
+    let source = change.dir.to_string_lossy().into_owned();
+    let c = git::checkout(&source, &previous.tag, &config.work_dir).map_err(|e| e.to_string())?;
+    let prev = Revision {
+        dir: c.dir.clone(),
+        commit: Some(c.commit.clone()),
+        version: Some(previous.tag.clone()),
+        _checkout: Some(c),
+    };
+    Ok((change, Some(prev)))
+}

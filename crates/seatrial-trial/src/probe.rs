@@ -1,0 +1,129 @@
+//! The serve probe: an HTTP GET that must answer as users would expect — the expected status
+//! (2xx/3xx by default) and, when asked, a body substring — retried within a deadline.
+//! The `gateway` strategy reaches the task directly through `docker_gwbridge`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// What a probe asks for.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub path: String,
+    /// Accepted status codes, inclusive.
+    pub status: (u16, u16),
+    pub body_contains: Option<String>,
+    pub deadline: Duration,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        Self {
+            path: "/".into(),
+            status: (200, 399),
+            body_contains: None,
+            deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Largest response read; a probe needs the status line and a little body.
+const MAX_RESPONSE: usize = 256 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One HTTP/1.1 GET with `Host:` set, `Connection: close`.
+pub async fn get(ip: IpAddr, port: u16, host: &str, path: &str) -> Result<Answer, String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect((ip, port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: seatrial-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 || buf.len() >= MAX_RESPONSE {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text
+            .lines()
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| "no HTTP status line in the answer".to_owned())?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok(Answer { status, body })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
+}
+
+/// Does the answer satisfy the spec? `Err` says why not.
+pub fn judge(spec: &ProbeSpec, answer: &Answer) -> Result<(), String> {
+    if answer.status < spec.status.0 || answer.status > spec.status.1 {
+        return Err(format!(
+            "status {} (expected {}-{})",
+            answer.status, spec.status.0, spec.status.1
+        ));
+    }
+    if let Some(needle) = &spec.body_contains
+        && !answer.body.contains(needle.as_str())
+    {
+        return Err(format!(
+            "status {} but the body lacks {needle:?}",
+            answer.status
+        ));
+    }
+    Ok(())
+}
+
+/// Probes until the spec is met or the deadline passes; returns the answer or the last reason.
+pub async fn until_ok(
+    ip: IpAddr,
+    port: u16,
+    host: &str,
+    spec: &ProbeSpec,
+) -> Result<Answer, String> {
+    let deadline = Instant::now() + spec.deadline;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let reason = match get(ip, port, host, &spec.path).await {
+            Ok(answer) => match judge(spec, &answer) {
+                Ok(()) => return Ok(answer),
+                Err(why) => why,
+            },
+            Err(e) => e,
+        };
+        if Instant::now() + wait > deadline {
+            return Err(reason);
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,209 @@
+//! `seatrial test`: a cold trial with live progress per stage, a summary, a JSON report, and
+//! teardown on failure, SIGINT or SIGTERM (a second signal aborts the teardown wait).
+
+use std::sync::Mutex;
+
+use seatrial_engine::{
+    ConvergeOptions, ConvergeProgress, ProgressObserver, SwarmEngine, UndeployRemaining,
+    fmt_duration,
+};
+use seatrial_trial::probe::ProbeSpec;
+use seatrial_trial::{StageReport, StageResult, TrialConfig, TrialObserver, TrialResult};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::TestArgs;
+use crate::exit::{self, Failure};
+use crate::progress::Reporter;
+
+/// Draws one spinner per running stage and a line per finished stage.
+struct StageProgress {
+    current: Mutex<Option<Reporter>>,
+}
+
+impl StageProgress {
+    fn with<F: FnOnce(&Reporter)>(&self, f: F) {
+        let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = guard.as_ref() {
+            f(r);
+        }
+    }
+}
+
+impl ProgressObserver for StageProgress {
+    fn converge(&self, p: &ConvergeProgress) {
+        self.with(|r| r.converge(p));
+    }
+    fn undeploy(&self, remaining: &UndeployRemaining) {
+        self.with(|r| r.undeploy(remaining));
+    }
+}
+
+impl TrialObserver for StageProgress {
+    fn stage_started(&self, name: &'static str, what: &str) {
+        eprintln!("▶ {name}: {what}");
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(Reporter::new(name));
+    }
+
+    fn stage_finished(&self, stage: &StageReport) {
+        if let Some(r) = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            r.finish();
+        }
+        let mark = match stage.result {
+            StageResult::Pass => "✓",
+            StageResult::Fail => "✗",
+            StageResult::Error => "!",
+            StageResult::Skipped => "-",
+        };
+        let first_line = stage.detail.lines().next().unwrap_or_default();
+        eprintln!(
+            "{mark} {} {} ({}): {first_line}",
+            stage.name,
+            result_word(stage.result),
+            fmt_duration(std::time::Duration::from_millis(stage.duration_ms))
+        );
+    }
+}
+
+fn result_word(r: StageResult) -> &'static str {
+    match r {
+        StageResult::Pass => "passed",
+        StageResult::Fail => "FAILED",
+        StageResult::Error => "ERROR",
+        StageResult::Skipped => "skipped",
+    }
+}
+
+pub async fn run(args: TestArgs) -> Result<(), Failure> {
+    let engine = SwarmEngine::connect().await?;
+    let (run_id, stack) = seatrial_trial::identity(&args.recipe, args.reference.as_deref());
+    eprintln!("trial {run_id}: {} as stack `{stack}`", args.recipe);
+    let config = TrialConfig {
+        run_id,
+        stack: stack.clone(),
+        recipe: args.recipe.clone(),
+        reference: args.reference.clone(),
+        base_domain: args.base_domain.clone(),
+        converge: ConvergeOptions {
+            timeout: args.timeout,
+            stable_for: args.stable_for,
+            ..ConvergeOptions::default()
+        },
+        probe: ProbeSpec {
+            path: args.probe_path.clone(),
+            status: args.probe_status,
+            body_contains: args.probe_body.clone(),
+            deadline: args.probe_timeout,
+        },
+        test_timeout: args.test_timeout,
+        keep: args.keep,
+        work_dir: crate::secrets::data_dir().join("checkouts"),
+        env: args.env.clone(),
+    };
+    let cancel = CancellationToken::new();
+    let signals = watch_signals(cancel.clone(), stack)?;
+    let observer = StageProgress {
+        current: Mutex::new(None),
+    };
+    let report = seatrial_trial::run(&engine, config, &observer, cancel).await;
+    signals.abort();
+
+    // Summary.
+    let rows: Vec<[String; 3]> = report
+        .stages
+        .iter()
+        .map(|s| {
+            [
+                s.name.to_owned(),
+                result_word(s.result).to_owned(),
+                fmt_duration(std::time::Duration::from_millis(s.duration_ms)),
+            ]
+        })
+        .collect();
+    println!();
+    crate::table::print(["STAGE", "RESULT", "TIME"], &rows, usize::MAX);
+    let verdict = match report.result {
+        TrialResult::Pass => "PASS",
+        TrialResult::Fail => "FAIL",
+        TrialResult::Error => "ERROR",
+    };
+    println!(
+        "{verdict}: {} as stack `{}` in {}",
+        report.recipe,
+        report.stack,
+        fmt_duration(std::time::Duration::from_millis(report.duration_ms))
+    );
+    if let Some(bad) = report
+        .stages
+        .iter()
+        .find(|s| matches!(s.result, StageResult::Fail | StageResult::Error))
+    {
+        eprintln!(
+            "\n{} {}:\n{}",
+            bad.name,
+            result_word(bad.result),
+            bad.detail
+        );
+        for t in bad.tests.iter().filter(|t| !t.passed) {
+            eprintln!("\n--- {} ({}) ---", t.name, t.outcome);
+            if !t.stdout.is_empty() {
+                eprintln!("stdout:\n{}", t.stdout.trim_end());
+            }
+            if !t.stderr.is_empty() {
+                eprintln!("stderr:\n{}", t.stderr.trim_end());
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| {
+            Failure::new(
+                exit::INFRASTRUCTURE,
+                format!("cannot encode the report: {e}"),
+            )
+        })?;
+        std::fs::write(path, json + "\n").map_err(|e| {
+            Failure::new(
+                exit::BAD_INPUT,
+                format!("cannot write the report to {}: {e}", path.display()),
+            )
+        })?;
+    }
+    let code = match (report.result, report.interrupted, report.error_kind) {
+        (_, true, _) => exit::INTERRUPTED,
+        (TrialResult::Pass, ..) => return Ok(()),
+        (TrialResult::Fail, ..) => exit::APP_FAILED,
+        (TrialResult::Error, _, Some("bad-input")) => exit::BAD_INPUT,
+        (TrialResult::Error, ..) => exit::INFRASTRUCTURE,
+    };
+    Err(Failure::new(code, String::new()))
+}
+
+/// First SIGINT/SIGTERM: cancel the running stage (teardown follows). Second: stop waiting.
+fn watch_signals(
+    cancel: CancellationToken,
+    stack: String,
+) -> Result<tokio::task::JoinHandle<()>, Failure> {
+    let install = |kind| {
+        signal(kind)
+            .map_err(|e| Failure::new(exit::INFRASTRUCTURE, format!("cannot handle signals: {e}")))
+    };
+    let mut int = install(SignalKind::interrupt())?;
+    let mut term = install(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!(
+            "\ninterrupted: stopping the running stage and tearing down (signal again to stop waiting)"
+        );
+        cancel.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!(
+            "teardown abandoned: stack `{stack}` may be partly left; `seatrial app undeploy {stack} --volumes` removes it"
+        );
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    }))
+}
