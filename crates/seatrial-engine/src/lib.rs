@@ -197,6 +197,20 @@ pub struct TaskAddress {
     pub ip: std::net::IpAddr,
 }
 
+/// A stack that has seatrial-labelled objects on the engine (services, containers, networks,
+/// volumes, secrets or configs — also orphans a killed run left without services).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LabelledStack {
+    pub stack: String,
+    /// `io.seatrial.run` values seen on its objects.
+    pub runs: Vec<String>,
+    /// `io.seatrial.kind` values seen on its objects.
+    pub kinds: Vec<String>,
+    /// The oldest `io.seatrial.created` seen (RFC 3339).
+    pub created: Option<String>,
+    pub objects: usize,
+}
+
 /// Facts about the engine, for `seatrial` to show and check.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineInfo {
@@ -240,6 +254,9 @@ pub trait Engine: Send + Sync {
 
     /// The TCP ports an image declares with EXPOSE.
     async fn image_ports(&self, image: &str) -> Result<Vec<u16>>;
+
+    /// Every stack with objects carrying `io.seatrial.run`, grouped by stack namespace.
+    async fn labelled_stacks(&self) -> Result<Vec<LabelledStack>>;
 
     /// The labels of a service of the stack (`<stack>_<service>`), as deployed.
     async fn service_labels(

@@ -3,6 +3,7 @@
 //! prepare → install (the previous release) → serve → upgrade (to the change) → tests →
 //! teardown. Teardown always runs: after a failure, a stage timeout, or cancellation.
 
+pub mod janitor;
 pub mod probe;
 pub mod recipe_tests;
 
@@ -39,8 +40,10 @@ pub struct TrialConfig {
     pub test_timeout: Duration,
     /// Leave the app deployed (skip teardown) for debugging.
     pub keep: bool,
-    /// Where isolated checkouts go.
-    pub work_dir: PathBuf,
+    /// seatrial's data directory: checkouts go to `checkouts/`, running trials register in `runs/`.
+    pub data_dir: PathBuf,
+    /// Age after which the janitor pass (before the trial) reaps trial stacks of unknown runs.
+    pub janitor_max_age: Duration,
     /// App env overrides for both the previous release and the change.
     pub env: Vec<(String, String)>,
     /// This run's id and stack name (see [`identity`]).
@@ -287,6 +290,9 @@ pub async fn run(
         duration_ms: 0,
         stages: Vec::new(),
     };
+    let registry = janitor::RunRegistry::new(&config.data_dir);
+    // Registered before anything is created, so no janitor reaps this run while it lives.
+    let guard = registry.register(&run_id);
     let ctx = Ctx {
         engine,
         observer,
@@ -298,6 +304,14 @@ pub async fn run(
     let mut secrets = HashMap::new();
     let deployed = lifecycle(&ctx, &mut report, &cancel, &mut secrets).await;
     teardown(&ctx, &mut report, deployed).await;
+    let teardown_failed = report.stages.iter().any(|s| {
+        s.name == "teardown" && matches!(s.result, StageResult::Fail | StageResult::Error)
+    });
+    if teardown_failed && let Ok(guard) = guard {
+        // The registration outlives this process, so the next janitor knows the run is over
+        // and removes what teardown could not.
+        guard.leave();
+    }
     report.duration_ms = started.elapsed().as_millis() as u64;
     report
 }
@@ -316,8 +330,20 @@ async fn lifecycle(
         cancel,
         obs,
         "prepare",
-        "checking out, linting and resolving the recipe",
+        "janitor pass, checkouts, lint, resolution",
         Box::pin(async {
+            // First reap what killed trials left, so this one starts on a clean engine.
+            let registry = janitor::RunRegistry::new(&ctx.config.data_dir);
+            let options = janitor::JanitorOptions {
+                max_age: ctx.config.janitor_max_age,
+                dry_run: false,
+            };
+            let reaped: Vec<String> = janitor::run(ctx.engine, &registry, &options)
+                .await?
+                .into_iter()
+                .filter(|d| d.action == janitor::Action::Removed)
+                .map(|d| d.stack)
+                .collect();
             let (change, previous) = prepare(ctx)?;
             let detail = match &previous {
                 Some(p) => format!(
@@ -329,6 +355,14 @@ async fn lifecycle(
                     "change at {}; no earlier release",
                     short(change.commit.as_deref())
                 ),
+            };
+            let detail = if reaped.is_empty() {
+                detail
+            } else {
+                format!(
+                    "{detail}; janitor removed stale trial stack(s): {}",
+                    reaped.join(", ")
+                )
             };
             revisions = Some((change, previous));
             Ok((detail, Vec::new()))
@@ -756,8 +790,12 @@ fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), Strin
             ));
         }
         Some(reference) => {
-            let c = git::checkout(&config.recipe, reference, &config.work_dir)
-                .map_err(|e| e.to_string())?;
+            let c = git::checkout(
+                &config.recipe,
+                reference,
+                &config.data_dir.join("checkouts"),
+            )
+            .map_err(|e| e.to_string())?;
             let version = git::versions(&c.dir)
                 .ok()
                 .and_then(|v| v.at(&c.commit).map(|r| r.tag.clone()));
@@ -781,7 +819,8 @@ fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), Strin
     }
     // Clone from the change's repository: it has every tag the source has.
     let source = change.dir.to_string_lossy().into_owned();
-    let c = git::checkout(&source, &previous.tag, &config.work_dir).map_err(|e| e.to_string())?;
+    let c = git::checkout(&source, &previous.tag, &config.data_dir.join("checkouts"))
+        .map_err(|e| e.to_string())?;
     let prev = Revision {
         dir: c.dir.clone(),
         commit: Some(c.commit.clone()),

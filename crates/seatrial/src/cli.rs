@@ -34,6 +34,21 @@ pub enum Command {
     /// Run a cold trial: install the previous release, serve, upgrade to the change, run the
     /// recipe's tests, tear everything down.
     Test(TestArgs),
+    /// Remove what killed or crashed trials left behind (only trial stacks whose run is gone).
+    Janitor(JanitorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JanitorArgs {
+    /// Also remove trial stacks whose run is unknown here once they are this old.
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub max_age: Duration,
+    /// Only say what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the decisions as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +91,9 @@ pub struct TestArgs {
     /// Timeout of each executable of the recipe's tests/.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub test_timeout: Duration,
+    /// The janitor pass before the trial also reaps trial stacks of unknown runs this old.
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub janitor_max_age: Duration,
 }
 
 fn parse_status_range(s: &str) -> Result<(u16, u16), String> {

@@ -102,7 +102,8 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
         },
         test_timeout: args.test_timeout,
         keep: args.keep,
-        work_dir: crate::secrets::data_dir().join("checkouts"),
+        data_dir: crate::secrets::data_dir(),
+        janitor_max_age: args.janitor_max_age,
         env: args.env.clone(),
     };
     let cancel = CancellationToken::new();
@@ -206,4 +207,46 @@ fn watch_signals(
         );
         std::process::exit(i32::from(exit::INTERRUPTED));
     }))
+}
+
+/// `seatrial janitor`.
+pub async fn janitor(args: crate::cli::JanitorArgs) -> Result<(), Failure> {
+    use seatrial_trial::janitor::{self, Action, JanitorOptions, RunRegistry};
+    let engine = SwarmEngine::connect().await?;
+    let registry = RunRegistry::new(&crate::secrets::data_dir());
+    let options = JanitorOptions {
+        max_age: args.max_age,
+        dry_run: args.dry_run,
+    };
+    let decisions = janitor::run(&engine, &registry, &options).await?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&decisions)
+            .map_err(|e| Failure::new(exit::INFRASTRUCTURE, format!("cannot encode JSON: {e}")))?;
+        println!("{json}");
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = decisions
+        .iter()
+        .map(|d| {
+            [
+                d.stack.clone(),
+                match d.action {
+                    Action::Removed => "removed",
+                    Action::WouldRemove => "would remove",
+                    Action::Kept => "kept",
+                }
+                .to_owned(),
+                d.age_secs.map_or("?".to_owned(), |a| {
+                    fmt_duration(std::time::Duration::from_secs(a))
+                }),
+                d.reason.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        eprintln!("no seatrial-labelled stacks on this engine");
+    } else {
+        crate::table::print(["STACK", "ACTION", "AGE", "WHY"], &rows, usize::MAX);
+    }
+    Ok(())
 }

@@ -294,3 +294,115 @@ fn sigterm_mid_converge_tears_down_and_exits_130() {
         "SIGTERM mid-converge leaves nothing behind"
     );
 }
+
+/// Starts a trial of a never-healthy recipe and returns it once it waits for convergence.
+fn trial_stuck_in_install(name: &str, data: &Path, port: u16) -> (std::process::Child, String) {
+    let dir = scratch(name);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("compose.yml"),
+        format!("services:\n  web:\n    image: seatrial-fixture/unhealthy:1\n    ports: [{{target: 80, published: {port}, mode: host}}]\n    healthcheck:\n      test: [\"CMD\", \"false\"]\n      interval: 1s\n      retries: 100\n"),
+    )
+    .expect("write");
+    std::fs::create_dir_all(data).expect("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seatrial"))
+        .args(["test", dir.to_str().expect("utf8"), "--timeout", "5m"])
+        .env("SEATRIAL_DATA_DIR", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut stack = String::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if let Some(rest) = line.split("as stack `").nth(1) {
+            stack = rest.trim_end_matches('`').to_owned();
+        }
+        if line.contains("waiting for web") {
+            break;
+        }
+    }
+    assert!(!stack.is_empty());
+    (child, stack)
+}
+
+#[test]
+fn sigkilled_trial_leftovers_are_removed_by_the_next_trials_janitor() {
+    let data = scratch("kill-data");
+    let (mut child, stack) = trial_stuck_in_install("kill-recipe", &data, 18397);
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert_ne!(leftovers(&stack), "", "a SIGKILLed trial cannot clean up");
+
+    let (o, report) = trial(
+        &[repo_root()
+            .join("examples/coop-hello")
+            .to_str()
+            .expect("utf8")],
+        &data,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let prepare = stage(&report, "prepare")["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(
+        prepare.contains(&stack),
+        "the janitor pass names what it removed: {prepare}"
+    );
+    assert_eq!(
+        leftovers(&stack),
+        "",
+        "the next trial's janitor removed the killed trial's stack"
+    );
+    assert_eq!(leftovers(report["stack"].as_str().expect("stack")), "");
+}
+
+#[test]
+fn janitor_never_touches_apps() {
+    let data = scratch("janitor-app-data");
+    let recipe = scratch("janitor-app-recipe");
+    std::fs::create_dir_all(&recipe).expect("dir");
+    std::fs::write(
+        recipe.join("compose.yml"),
+        "services:\n  web:\n    image: seatrial-fixture/web:1\n",
+    )
+    .expect("write");
+    let stack = format!("jan{}", std::process::id() % 100_000);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_seatrial"))
+            .args(args)
+            .env("SEATRIAL_DATA_DIR", &data)
+            .output()
+            .expect("run")
+    };
+    let o = run(&[
+        "app",
+        "deploy",
+        recipe.to_str().expect("utf8"),
+        "--name",
+        &stack,
+        "--stable-for",
+        "1s",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(&["janitor", "--max-age", "0s", "--dry-run", "--json"]);
+    let undeploy = run(&["app", "undeploy", &stack, "--volumes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let decisions: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let mine = decisions
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|d| d["stack"] == stack.as_str())
+        .unwrap_or_else(|| panic!("the app is listed: {decisions:#}"));
+    assert_eq!(mine["action"], "kept", "{mine:#}");
+    assert!(
+        mine["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("not a trial"),
+        "{mine:#}"
+    );
+    assert_eq!(undeploy.status.code(), Some(0));
+}

@@ -25,8 +25,8 @@ use crate::convert::{self, StackSpecs};
 use crate::labels::{CREATED, STACK_NAMESPACE};
 use crate::{
     ConvergeOptions, ConvergeReport, DeployMode, DeployOptions, DeployOutcome, Engine, EngineError,
-    EngineInfo, ProgressObserver, PullPolicy, Result, ServiceStatus, StackPlan, TaskAddress,
-    UndeployOptions, UndeployRemaining, UndeployReport,
+    EngineInfo, LabelledStack, ProgressObserver, PullPolicy, Result, ServiceStatus, StackPlan,
+    TaskAddress, UndeployOptions, UndeployRemaining, UndeployReport,
 };
 use pulse::Pulse;
 
@@ -988,6 +988,102 @@ impl Engine for SwarmEngine {
             .collect();
         ports.sort_unstable();
         Ok(ports)
+    }
+
+    async fn labelled_stacks(&self) -> Result<Vec<LabelledStack>> {
+        let filter = || {
+            Some(HashMap::from([(
+                "label".to_owned(),
+                vec![crate::labels::RUN.to_owned()],
+            )]))
+        };
+        let d = &self.docker;
+        let api = |what: &str| EngineError::api(format!("listing seatrial-labelled {what}"));
+        let mut all: Vec<HashMap<String, String>> = Vec::new();
+        for s in d
+            .list_services(Some(ListServicesOptions {
+                filters: filter(),
+                status: None,
+            }))
+            .await
+            .map_err(api("services"))?
+        {
+            all.push(s.spec.and_then(|s| s.labels).unwrap_or_default());
+        }
+        for c in d
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: filter(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(api("containers"))?
+        {
+            all.push(c.labels.unwrap_or_default());
+        }
+        for n in d
+            .list_networks(Some(ListNetworksOptions { filters: filter() }))
+            .await
+            .map_err(api("networks"))?
+        {
+            all.push(n.labels.unwrap_or_default());
+        }
+        for v in d
+            .list_volumes(Some(ListVolumesOptions { filters: filter() }))
+            .await
+            .map_err(api("volumes"))?
+            .volumes
+            .unwrap_or_default()
+        {
+            all.push(v.labels);
+        }
+        for s in d
+            .list_secrets(Some(ListSecretsOptions { filters: filter() }))
+            .await
+            .map_err(api("secrets"))?
+        {
+            all.push(s.spec.and_then(|s| s.labels).unwrap_or_default());
+        }
+        for c in d
+            .list_configs(Some(ListConfigsOptions { filters: filter() }))
+            .await
+            .map_err(api("configs"))?
+        {
+            all.push(c.spec.and_then(|s| s.labels).unwrap_or_default());
+        }
+        let mut stacks: std::collections::BTreeMap<String, LabelledStack> = Default::default();
+        for labels in all {
+            // Only objects in a stack namespace: seatrial never touches anything else.
+            let Some(stack) = labels.get(STACK_NAMESPACE) else {
+                continue;
+            };
+            let entry = stacks
+                .entry(stack.clone())
+                .or_insert_with(|| LabelledStack {
+                    stack: stack.clone(),
+                    runs: Vec::new(),
+                    kinds: Vec::new(),
+                    created: None,
+                    objects: 0,
+                });
+            entry.objects += 1;
+            for (key, list) in [
+                (crate::labels::RUN, &mut entry.runs),
+                (crate::labels::KIND, &mut entry.kinds),
+            ] {
+                if let Some(v) = labels.get(key)
+                    && !list.contains(v)
+                {
+                    list.push(v.clone());
+                }
+            }
+            if let Some(created) = labels.get(CREATED)
+                && entry.created.as_ref().is_none_or(|c| created < c)
+            {
+                entry.created = Some(created.clone());
+            }
+        }
+        Ok(stacks.into_values().collect())
     }
 
     async fn service_labels(&self, service: &str) -> Result<HashMap<String, String>> {

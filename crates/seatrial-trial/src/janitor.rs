@@ -1,0 +1,229 @@
+//! The janitor: removes what trials left behind when they could not clean up (killed, crashed,
+//! machine rebooted) — and nothing else.
+//!
+//! A stack is reaped only when every seatrial object in it is of kind `trial` (apps from
+//! `seatrial app deploy`, canonicals and infra apps are never touched), and its run is known
+//! dead (its registered process is gone) or, when nothing is known about the run here, it is
+//! older than `max_age`. Live runs are never touched.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use seatrial_engine::labels::parse_rfc3339;
+use seatrial_engine::{Engine, EngineError, LabelledStack, NoProgress, UndeployOptions};
+use serde::Serialize;
+
+/// Where running trials register themselves: `<data dir>/runs/<run id>` holds the process id
+/// and its start time (so a reused pid is not mistaken for the run).
+#[derive(Debug, Clone)]
+pub struct RunRegistry {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    Dead,
+    Unknown,
+}
+
+/// Removes the run's registration when dropped (the run ended and cleaned up after itself).
+#[derive(Debug)]
+pub struct RunGuard {
+    path: Option<PathBuf>,
+}
+
+impl RunGuard {
+    /// Leaves the registration in place: once this process is gone the run reads as dead, and
+    /// the janitor removes what it left.
+    pub fn leave(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The start time of a process in clock ticks since boot (`/proc/<pid>/stat`, field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after its closing ')'.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl RunRegistry {
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            dir: data_dir.join("runs"),
+        }
+    }
+
+    /// Registers this process as running `run_id`.
+    pub fn register(&self, run_id: &str) -> std::io::Result<RunGuard> {
+        std::fs::create_dir_all(&self.dir)?;
+        let pid = std::process::id();
+        let path = self.dir.join(run_id);
+        let start = start_time(pid).unwrap_or(0);
+        std::fs::write(&path, format!("{pid} {start}\n"))?;
+        Ok(RunGuard { path: Some(path) })
+    }
+
+    pub fn liveness(&self, run_id: &str) -> Liveness {
+        if run_id.is_empty() || run_id.contains(['/', '.']) {
+            return Liveness::Unknown;
+        }
+        let Ok(text) = std::fs::read_to_string(self.dir.join(run_id)) else {
+            return Liveness::Unknown;
+        };
+        let mut parts = text.split_whitespace();
+        let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+        let start = parts.next().and_then(|s| s.parse::<u64>().ok());
+        match (pid, start) {
+            (Some(pid), Some(start)) if start_time(pid) == Some(start) => Liveness::Live,
+            (Some(_), Some(_)) => Liveness::Dead,
+            _ => Liveness::Unknown,
+        }
+    }
+
+    /// Forgets a dead run (after its resources are gone).
+    fn forget(&self, run_id: &str) {
+        if !run_id.is_empty() && !run_id.contains(['/', '.']) {
+            let _ = std::fs::remove_file(self.dir.join(run_id));
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JanitorOptions {
+    pub max_age: Duration,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Removed,
+    WouldRemove,
+    Kept,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub stack: String,
+    pub runs: Vec<String>,
+    pub kinds: Vec<String>,
+    /// Seconds since the oldest `io.seatrial.created`, when known.
+    pub age_secs: Option<u64>,
+    pub objects: usize,
+    pub action: Action,
+    pub reason: String,
+}
+
+fn decide(
+    stack: &LabelledStack,
+    registry: &RunRegistry,
+    options: &JanitorOptions,
+    now: u64,
+) -> (bool, String, Option<u64>) {
+    let age = stack
+        .created
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .map(|c| now.saturating_sub(c));
+    if stack.kinds.iter().any(|k| k != "trial") || stack.kinds.is_empty() {
+        return (
+            false,
+            format!("not a trial (kind: {})", stack.kinds.join(", ")),
+            age,
+        );
+    }
+    let states: Vec<(String, Liveness)> = stack
+        .runs
+        .iter()
+        .map(|r| (r.clone(), registry.liveness(r)))
+        .collect();
+    if let Some((run, _)) = states.iter().find(|(_, l)| *l == Liveness::Live) {
+        return (false, format!("run {run} is still running"), age);
+    }
+    if let Some((run, _)) = states.iter().find(|(_, l)| *l == Liveness::Dead) {
+        return (
+            true,
+            format!("run {run} is gone (its process ended without cleaning up)"),
+            age,
+        );
+    }
+    match age {
+        Some(a) if a >= options.max_age.as_secs() => (
+            true,
+            format!(
+                "older than {} and its run is not running here",
+                seatrial_engine::fmt_duration(options.max_age)
+            ),
+            age,
+        ),
+        Some(_) => (
+            false,
+            format!(
+                "younger than {}",
+                seatrial_engine::fmt_duration(options.max_age)
+            ),
+            age,
+        ),
+        None => (
+            false,
+            "its age is unknown (no io.seatrial.created label)".to_owned(),
+            age,
+        ),
+    }
+}
+
+/// Looks at every seatrial-labelled stack and removes the stale trials.
+pub async fn run(
+    engine: &dyn Engine,
+    registry: &RunRegistry,
+    options: &JanitorOptions,
+) -> Result<Vec<Decision>, EngineError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut decisions = Vec::new();
+    for stack in engine.labelled_stacks().await? {
+        let (remove, reason, age) = decide(&stack, registry, options, now);
+        let action = match (remove, options.dry_run) {
+            (false, _) => Action::Kept,
+            (true, true) => Action::WouldRemove,
+            (true, false) => {
+                let undeploy = UndeployOptions {
+                    remove_data: true,
+                    ..UndeployOptions::default()
+                };
+                match engine.undeploy(&stack.stack, &undeploy, &NoProgress).await {
+                    Ok(_) | Err(EngineError::StackNotFound { .. }) => {
+                        for run in &stack.runs {
+                            registry.forget(run);
+                        }
+                        Action::Removed
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        decisions.push(Decision {
+            stack: stack.stack.clone(),
+            runs: stack.runs.clone(),
+            kinds: stack.kinds.clone(),
+            age_secs: age,
+            objects: stack.objects,
+            action,
+            reason,
+        });
+    }
+    Ok(decisions)
+}
