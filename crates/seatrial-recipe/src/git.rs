@@ -105,6 +105,18 @@ pub fn is_repo(dir: &Path) -> bool {
     git(dir, &["rev-parse", "--is-inside-work-tree"]).is_ok_and(|o| o.trim() == "true")
 }
 
+/// Is `dir` the top of its git work tree? A recipe in a subdirectory of a larger repository
+/// (a monorepo, seatrial's own examples) does not own that repository's tags.
+pub fn is_toplevel(dir: &Path) -> bool {
+    let Ok(top) = git(dir, &["rev-parse", "--show-toplevel"]) else {
+        return false;
+    };
+    match (Path::new(top.trim()).canonicalize(), dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Reads the version tags of the repository at `dir`.
 pub fn versions(dir: &Path) -> Result<Versions, RecipeError> {
     let out = git(

@@ -139,7 +139,8 @@ pub fn lint(dir: &std::path::Path) -> Result<Vec<LintFinding>, RecipeError> {
     }
 
     // R006: versions.
-    if git::is_repo(&recipe.dir) {
+    // Only a recipe at the top of its repository owns the tags.
+    if git::is_toplevel(&recipe.dir) {
         let versions = git::versions(&recipe.dir)?;
         for tag in &versions.lightweight {
             out.push(finding(

@@ -4,6 +4,7 @@
 //! teardown. Teardown always runs: after a failure, a stage timeout, or cancellation.
 
 pub mod janitor;
+pub mod junit;
 pub mod probe;
 pub mod recipe_tests;
 
@@ -771,7 +772,7 @@ fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), Strin
                 (None, false)
             };
             let version = match (&commit, dirty) {
-                (Some(c), false) => git::versions(path)
+                (Some(c), false) if git::is_toplevel(path) => git::versions(path)
                     .ok()
                     .and_then(|v| v.at(c).map(|r| r.tag.clone())),
                 _ => None,
@@ -807,6 +808,10 @@ fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), Strin
             }
         }
     };
+    // Releases are the recipe repository's tags: a recipe in a subdirectory has none.
+    if !git::is_toplevel(&change.dir) {
+        return Ok((change, None));
+    }
     let Some(commit) = change.commit.clone() else {
         return Ok((change, None));
     };

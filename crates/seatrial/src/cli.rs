@@ -61,6 +61,9 @@ pub struct TestArgs {
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write the report as JUnit XML to this file (for other CIs' test views).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Leave the app up after the trial (prints the command that removes it).
     #[arg(long)]
     pub keep: bool,

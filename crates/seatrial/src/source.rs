@@ -40,7 +40,7 @@ impl Source {
                 (None, false)
             };
             let version = match (&commit, dirty) {
-                (Some(c), false) => release_at(path, c),
+                (Some(c), false) if git::is_toplevel(path) => release_at(path, c),
                 _ => None,
             };
             return Ok(Self {

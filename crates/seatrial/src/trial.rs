@@ -174,6 +174,14 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
             )
         })?;
     }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, seatrial_trial::junit::render(&report)).map_err(|e| {
+            Failure::new(
+                exit::BAD_INPUT,
+                format!("cannot write the JUnit report to {}: {e}", path.display()),
+            )
+        })?;
+    }
     let code = match (report.result, report.interrupted, report.error_kind) {
         (_, true, _) => exit::INTERRUPTED,
         (TrialResult::Pass, ..) => return Ok(()),

@@ -199,7 +199,17 @@ fn failing_recipe_test_fails_at_tests_with_its_output() {
         assert!(status.success());
     });
     let data = scratch("redtest-data");
-    let (o, report) = trial(&[repo.to_str().expect("utf8"), "--ref", "main"], &data);
+    let junit = data.join("report.xml");
+    let (o, report) = trial(
+        &[
+            repo.to_str().expect("utf8"),
+            "--ref",
+            "main",
+            "--junit",
+            junit.to_str().expect("utf8"),
+        ],
+        &data,
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(report["result"], "fail");
     let tests = stage(&report, "tests");
