@@ -255,6 +255,9 @@ pub trait Engine: Send + Sync {
     /// The TCP ports an image declares with EXPOSE.
     async fn image_ports(&self, image: &str) -> Result<Vec<u16>>;
 
+    /// Runs `command` in a running container; returns its exit code and combined output.
+    async fn exec(&self, container: &str, command: &[String]) -> Result<(i64, String)>;
+
     /// Every stack with objects carrying `io.seatrial.run`, grouped by stack namespace.
     async fn labelled_stacks(&self) -> Result<Vec<LabelledStack>>;
 

@@ -7,6 +7,7 @@ pub mod janitor;
 pub mod junit;
 pub mod probe;
 pub mod recipe_tests;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -25,6 +26,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::probe::ProbeSpec;
+use crate::settings::{Settings, Strategy};
 
 /// Everything a trial needs to know.
 #[derive(Debug, Clone)]
@@ -35,18 +37,14 @@ pub struct TrialConfig {
     pub reference: Option<String>,
     /// Domain suffix: the app's domain is `<stack>.<base_domain>`.
     pub base_domain: String,
-    pub converge: ConvergeOptions,
-    pub probe: ProbeSpec,
-    /// Timeout of each executable of `tests/`.
-    pub test_timeout: Duration,
+    /// Command-line settings; they override the recipe's `tests/seatrial.toml`.
+    pub overrides: settings::Overrides,
     /// Leave the app deployed (skip teardown) for debugging.
     pub keep: bool,
     /// seatrial's data directory: checkouts go to `checkouts/`, running trials register in `runs/`.
     pub data_dir: PathBuf,
     /// Age after which the janitor pass (before the trial) reaps trial stacks of unknown runs.
     pub janitor_max_age: Duration,
-    /// App env overrides for both the previous release and the change.
-    pub env: Vec<(String, String)>,
     /// This run's id and stack name (see [`identity`]).
     pub run_id: String,
     pub stack: String,
@@ -325,13 +323,13 @@ async fn lifecycle(
     secrets: &mut HashMap<String, SecretValue>,
 ) -> bool {
     let obs = ctx.observer;
-    let mut revisions = None;
+    let mut prepared_state = None;
     let prepared = record(
         report,
         cancel,
         obs,
         "prepare",
-        "janitor pass, checkouts, lint, resolution",
+        "janitor pass, checkouts, settings, lint, resolution",
         Box::pin(async {
             // First reap what killed trials left, so this one starts on a clean engine.
             let registry = janitor::RunRegistry::new(&ctx.config.data_dir);
@@ -345,8 +343,8 @@ async fn lifecycle(
                 .filter(|d| d.action == janitor::Action::Removed)
                 .map(|d| d.stack)
                 .collect();
-            let (change, previous) = prepare(ctx)?;
-            let detail = match &previous {
+            let (change, previous, settings) = prepare(ctx)?;
+            let mut detail = match &previous {
                 Some(p) => format!(
                     "change at {}; upgrading from release {}",
                     short(change.commit.as_deref()),
@@ -357,50 +355,56 @@ async fn lifecycle(
                     short(change.commit.as_deref())
                 ),
             };
-            let detail = if reaped.is_empty() {
-                detail
-            } else {
-                format!(
-                    "{detail}; janitor removed stale trial stack(s): {}",
+            if !reaped.is_empty() {
+                detail.push_str(&format!(
+                    "; janitor removed stale trial stack(s): {}",
                     reaped.join(", ")
-                )
-            };
-            revisions = Some((change, previous));
+                ));
+            }
+            prepared_state = Some((change, previous, settings));
             Ok((detail, Vec::new()))
         }),
     )
     .await;
-    let Some((change, previous)) = revisions.filter(|_| prepared) else {
+    let Some((change, previous, settings)) = prepared_state.filter(|_| prepared) else {
         return false;
     };
     report.commit = change.commit.clone();
     report.previous_version = previous.as_ref().and_then(|p| p.version.clone());
+    let s = &settings;
 
     let first = previous.as_ref().unwrap_or(&change);
     let what = format!(
         "deploying {}",
         first.version.as_deref().unwrap_or("the change")
     );
-    if !record(
+    let installed = record(
         report,
         cancel,
         obs,
         "install",
         &what,
-        Box::pin(deploy_and_converge(ctx, first, DeployMode::Create, secrets)),
+        Box::pin(deploy_and_converge(
+            ctx,
+            s,
+            first,
+            DeployMode::Create,
+            secrets,
+        )),
     )
-    .await
-    {
+    .await;
+    if !installed {
         return true;
     }
     let mut probe_url = None;
+    let probe_what = format!("probing the app ({:?} strategy)", s.strategy).to_lowercase();
     if !record(
         report,
         cancel,
         obs,
         "serve",
-        "probing the app over HTTP",
-        Box::pin(serve(ctx, &mut probe_url)),
+        &probe_what,
+        Box::pin(serve(ctx, s, &mut probe_url)),
     )
     .await
     {
@@ -415,7 +419,7 @@ async fn lifecycle(
             "upgrading in place to the change",
             Box::pin(async {
                 let (detail, _) =
-                    deploy_and_converge(ctx, &change, DeployMode::Update, secrets).await?;
+                    deploy_and_converge(ctx, s, &change, DeployMode::Update, secrets).await?;
                 verify_moved(ctx, &change).await?;
                 Ok((
                     format!("{detail}; every service carries the change's commit"),
@@ -427,16 +431,16 @@ async fn lifecycle(
         if !upgraded {
             return true;
         }
-        if !record(
+        let served = record(
             report,
             cancel,
             obs,
             "serve-after-upgrade",
-            "probing the upgraded app over HTTP",
-            Box::pin(serve(ctx, &mut probe_url)),
+            &probe_what,
+            Box::pin(serve(ctx, s, &mut probe_url)),
         )
-        .await
-        {
+        .await;
+        if !served {
             return true;
         }
     } else {
@@ -474,7 +478,7 @@ async fn lifecycle(
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
         ),
     ];
-    let timeout = ctx.config.test_timeout;
+    let timeout = s.test_timeout;
     record(
         report,
         cancel,
@@ -505,49 +509,55 @@ fn short(commit: Option<&str>) -> &str {
     commit.map_or("the working tree", |c| &c[..c.len().min(12)])
 }
 
-fn settings(ctx: &Ctx<'_>, version: Option<String>) -> AppSettings {
+fn app_settings(ctx: &Ctx<'_>, s: &Settings, version: Option<String>) -> AppSettings {
     AppSettings {
         stack: ctx.stack.clone(),
         domain: Some(ctx.domain.clone()),
-        overrides: ctx.config.env.iter().cloned().collect(),
+        overrides: s.env.iter().cloned().collect(),
         version,
     }
 }
 
-fn resolve(ctx: &Ctx<'_>, rev: &Revision) -> Result<(Recipe, ResolvedApp), StageError> {
+fn resolve(
+    ctx: &Ctx<'_>,
+    s: &Settings,
+    rev: &Revision,
+) -> Result<(Recipe, ResolvedApp), StageError> {
     let bad =
         |e: seatrial_recipe::RecipeError| StageError::Error(e.to_string(), ErrorKind::BadInput);
     let recipe = Recipe::open(&rev.dir).map_err(bad)?;
     let app = recipe
-        .resolve(&settings(ctx, rev.version.clone()))
+        .resolve(&app_settings(ctx, s, rev.version.clone()))
         .map_err(bad)?;
     Ok((recipe, app))
 }
 
-/// Checkouts, lint (errors stop the trial), and resolution of both revisions.
-fn prepare(ctx: &Ctx<'_>) -> Result<(Revision, Option<Revision>), StageError> {
-    let (change, previous) =
-        checkouts(&ctx.config).map_err(|e| StageError::Error(e, ErrorKind::BadInput))?;
-    let findings = lint::lint(&change.dir)
-        .map_err(|e| StageError::Error(e.to_string(), ErrorKind::BadInput))?;
+/// Checkouts, settings (defaults < tests/seatrial.toml < command line), lint (errors stop the
+/// trial), and resolution of both revisions.
+fn prepare(ctx: &Ctx<'_>) -> Result<(Revision, Option<Revision>, Settings), StageError> {
+    let bad = |e: String| StageError::Error(e, ErrorKind::BadInput);
+    let (change, previous) = checkouts(&ctx.config).map_err(bad)?;
+    let from_recipe = settings::read(&change.dir).map_err(bad)?;
+    let s = Settings::default()
+        .apply(&from_recipe)
+        .apply(&ctx.config.overrides);
+    s.check().map_err(bad)?;
+    let findings = lint::lint(&change.dir).map_err(|e| bad(e.to_string()))?;
     let errors: Vec<String> = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .map(|f| format!("{} {}: {} ({})", f.rule, f.at, f.what, f.fix))
         .collect();
     if !errors.is_empty() {
-        return Err(StageError::Error(
-            format!(
-                "lint found {} error(s):\n  {}",
-                errors.len(),
-                errors.join("\n  ")
-            ),
-            ErrorKind::BadInput,
-        ));
+        return Err(bad(format!(
+            "lint found {} error(s):\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        )));
     }
     // Resolve both now, so a broken release fails here rather than halfway through.
     for rev in std::iter::once(&change).chain(previous.iter()) {
-        let (_, app) = resolve(ctx, rev)?;
+        let (_, app) = resolve(ctx, &s, rev)?;
         let plan = plan(ctx, rev, &app, &mut HashMap::new())?;
         seatrial_engine::convert::convert(&plan).map_err(|findings| {
             StageError::from(EngineError::Invalid {
@@ -556,7 +566,7 @@ fn prepare(ctx: &Ctx<'_>) -> Result<(Revision, Option<Revision>), StageError> {
             })
         })?;
     }
-    Ok((change, previous))
+    Ok((change, previous, s))
 }
 
 fn plan(
@@ -598,11 +608,12 @@ fn plan(
 
 async fn deploy_and_converge(
     ctx: &Ctx<'_>,
+    s: &Settings,
     rev: &Revision,
     mode: DeployMode,
     secrets: &mut HashMap<String, SecretValue>,
 ) -> Result<(String, Vec<recipe_tests::TestResult>), StageError> {
-    let (_, app) = resolve(ctx, rev)?;
+    let (_, app) = resolve(ctx, s, rev)?;
     let plan = plan(ctx, rev, &app, secrets)?;
     let options = DeployOptions {
         mode,
@@ -610,9 +621,14 @@ async fn deploy_and_converge(
         ..DeployOptions::default()
     };
     ctx.engine.deploy(&plan, &options).await?;
+    let converge = ConvergeOptions {
+        timeout: s.timeout,
+        stable_for: s.stable_for,
+        ..ConvergeOptions::default()
+    };
     let report = ctx
         .engine
-        .converge(&ctx.stack, &ctx.config.converge, ctx.observer)
+        .converge(&ctx.stack, &converge, ctx.observer)
         .await?;
     let services: Vec<String> = report
         .services
@@ -649,48 +665,121 @@ async fn verify_moved(ctx: &Ctx<'_>, change: &Revision) -> Result<(), StageError
     Ok(())
 }
 
-/// Probes what users reach: the service with traefik router labels (at its loadbalancer port),
-/// else each service with a published or image-exposed port, directly through docker_gwbridge.
-async fn serve(
+/// The port users reach a service on: traefik's loadbalancer port, else the container side of
+/// its first published port, else the first port its image exposes.
+async fn service_port(
     ctx: &Ctx<'_>,
-    probe_url: &mut Option<String>,
-) -> Result<(String, Vec<recipe_tests::TestResult>), StageError> {
+    status: &seatrial_engine::ServiceStatus,
+) -> Result<(Option<u16>, bool), StageError> {
+    let deployed = ctx.engine.service_labels(&status.name).await?;
+    let traefik = deployed.iter().find_map(|(k, v)| {
+        (k.starts_with("traefik.http.services.") && k.ends_with(".loadbalancer.server.port"))
+            .then(|| v.parse::<u16>().ok())
+            .flatten()
+    });
+    if let Some(port) = traefik {
+        return Ok((Some(port), true));
+    }
+    // `8080->80/tcp (host)` or `80/tcp`: the container side is what the gateway reaches.
+    let published = status.ports.first().and_then(|p| {
+        let container_side = p.split("->").last()?;
+        container_side.split('/').next()?.parse::<u16>().ok()
+    });
+    let port = match published {
+        Some(p) => Some(p),
+        None => ctx
+            .engine
+            .image_ports(&status.image)
+            .await?
+            .first()
+            .copied(),
+    };
+    Ok((port, false))
+}
+
+/// The services to probe and their ports: those named in the settings, else the traefik-routed
+/// service, else each with a published or exposed port.
+async fn probe_targets(
+    ctx: &Ctx<'_>,
+    s: &Settings,
+) -> Result<Vec<(String, Option<u16>)>, StageError> {
     let services = ctx.engine.ps(&ctx.stack).await?;
-    let mut targets: Vec<(String, u16)> = Vec::new();
-    for s in &services {
-        let deployed = ctx.engine.service_labels(&s.name).await?;
-        let traefik_port = deployed.iter().find_map(|(k, v)| {
-            (k.starts_with("traefik.http.services.") && k.ends_with(".loadbalancer.server.port"))
-                .then(|| v.parse::<u16>().ok())
-                .flatten()
-        });
-        if let Some(port) = traefik_port {
-            // The proxy-routed service is what users reach: probe it alone.
-            targets = vec![(s.name.clone(), port)];
-            break;
+    if let Some(names) = &s.services {
+        let mut out = Vec::new();
+        for name in names {
+            let full = format!("{}_{name}", ctx.stack);
+            let status = services.iter().find(|x| x.name == full).ok_or_else(|| {
+                StageError::Error(
+                    format!("probe service `{name}` is not a service of the recipe"),
+                    ErrorKind::BadInput,
+                )
+            })?;
+            let port = match s.port {
+                Some(p) => Some(p),
+                None => service_port(ctx, status).await?.0,
+            };
+            out.push((full, port));
         }
-        // `8080->80/tcp (host)` or `80/tcp`: the container side is what the gateway reaches.
-        let published = s.ports.first().and_then(|p| {
-            let container_side = p.split("->").last()?;
-            container_side.split('/').next()?.parse::<u16>().ok()
-        });
-        let port = match published {
-            Some(p) => Some(p),
-            None => ctx.engine.image_ports(&s.image).await?.first().copied(),
-        };
-        if let Some(port) = port {
-            targets.push((s.name.clone(), port));
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    for status in &services {
+        let (port, routed) = service_port(ctx, status).await?;
+        let port = s.port.or(port);
+        if routed {
+            // The proxy-routed service is what users reach: probe it alone.
+            return Ok(vec![(status.name.clone(), port)]);
+        }
+        if port.is_some() || s.strategy == Strategy::Exec {
+            out.push((status.name.clone(), port));
         }
     }
+    Ok(out)
+}
+
+/// Probes the app as users would reach it, with the configured strategy.
+async fn serve(
+    ctx: &Ctx<'_>,
+    s: &Settings,
+    probe_url: &mut Option<String>,
+) -> Result<(String, Vec<recipe_tests::TestResult>), StageError> {
+    let spec = &s.probe;
+    // The latest serve stage decides the URL tests get: an upgrade may move the task.
+    *probe_url = None;
+    if s.strategy == Strategy::Url {
+        let base = s.url.as_deref().unwrap_or_default();
+        let (connect, port, prefix) =
+            probe::split_http_url(base).map_err(|e| StageError::Error(e, ErrorKind::BadInput))?;
+        let path = format!("{}{}", prefix.trim_end_matches('/'), spec.path);
+        let spec = ProbeSpec {
+            path: path.clone(),
+            ..spec.clone()
+        };
+        return match probe::until_ok(&connect, port, &ctx.domain, &spec).await {
+            Ok(answer) => {
+                *probe_url = Some(base.trim_end_matches('/').to_owned());
+                Ok((
+                    format!(
+                        "GET {base}{path} (Host: {}) → {}",
+                        ctx.domain, answer.status
+                    ),
+                    Vec::new(),
+                ))
+            }
+            Err(why) => Err(StageError::Fail(format!(
+                "GET {base}{path} (Host: {}) did not succeed within {}: {why} (a proxy's fallback page or 404 counts as failure)",
+                ctx.domain,
+                seatrial_engine::fmt_duration(spec.deadline)
+            ))),
+        };
+    }
+    let targets = probe_targets(ctx, s).await?;
     if targets.is_empty() {
         return Err(StageError::Fail(
-            "nothing to probe: no service has traefik router labels, a published port or an exposed port".into(),
+            "nothing to probe: no service has traefik router labels, a published port or an exposed port (set probe.services and probe.port in tests/seatrial.toml)".into(),
         ));
     }
     let addresses = ctx.engine.task_addresses(&ctx.stack).await?;
-    let spec = &ctx.config.probe;
-    // The latest serve stage decides the URL tests get: an upgrade may move the task.
-    *probe_url = None;
     let mut lines = Vec::new();
     for (service, port) in &targets {
         let Some(addr) = addresses.iter().find(|a| &a.service == service) else {
@@ -698,8 +787,37 @@ async fn serve(
                 "service `{service}` has no running task reachable through docker_gwbridge"
             )));
         };
+        if s.strategy == Strategy::Exec {
+            let command = s.command.clone().unwrap_or_default();
+            let outcome = exec_until_ok(ctx, &addr.container, &command, spec.deadline).await?;
+            match outcome {
+                Ok(output) => lines.push(format!(
+                    "{command:?} in {service} → exit 0{}",
+                    output
+                        .lines()
+                        .next()
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default()
+                )),
+                Err(why) => {
+                    return Err(StageError::Fail(format!(
+                        "{command:?} in `{service}` did not succeed within {}: {why}",
+                        seatrial_engine::fmt_duration(spec.deadline)
+                    )));
+                }
+            }
+            if let Some(port) = port {
+                probe_url.get_or_insert(format!("http://{}:{port}", addr.ip));
+            }
+            continue;
+        }
+        let Some(port) = port else {
+            return Err(StageError::Fail(format!(
+                "service `{service}` has no port to probe (set probe.port in tests/seatrial.toml)"
+            )));
+        };
         let url = format!("http://{}:{port}", addr.ip);
-        match probe::until_ok(addr.ip, *port, &ctx.domain, spec).await {
+        match probe::until_ok(&addr.ip.to_string(), *port, &ctx.domain, spec).await {
             Ok(answer) => {
                 lines.push(format!(
                     "GET {url}{} (Host: {}) → {} ({service})",
@@ -718,6 +836,29 @@ async fn serve(
         }
     }
     Ok((lines.join("; "), Vec::new()))
+}
+
+/// Runs `command` in `container` until it exits 0 or `deadline` passes (backing off).
+async fn exec_until_ok(
+    ctx: &Ctx<'_>,
+    container: &str,
+    command: &[String],
+    deadline: Duration,
+) -> Result<Result<String, String>, StageError> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let (code, output) = ctx.engine.exec(container, command).await?;
+        if code == 0 {
+            return Ok(Ok(output));
+        }
+        let why = format!("exit {code}: {}", output.trim());
+        if tokio::time::Instant::now() + wait > until {
+            return Ok(Err(why));
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Always runs (also after failure or cancellation, with its own token), unless `keep`.

@@ -2,7 +2,6 @@
 //! (2xx/3xx by default) and, when asked, a body substring — retried within a deadline.
 //! The `gateway` strategy reaches the task directly through `docker_gwbridge`.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,10 +40,33 @@ pub struct Answer {
 const MAX_RESPONSE: usize = 256 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One HTTP/1.1 GET with `Host:` set, `Connection: close`.
-pub async fn get(ip: IpAddr, port: u16, host: &str, path: &str) -> Result<Answer, String> {
+/// `http://host[:port][/prefix]` → (host, port, prefix).
+pub fn split_http_url(url: &str) -> Result<(String, u16, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let (authority, prefix) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, String::new()),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(']') || h.ends_with(']') => (
+            h.trim_matches(['[', ']']).to_owned(),
+            p.parse::<u16>()
+                .map_err(|_| format!("bad port in {url:?}"))?,
+        ),
+        _ => (authority.trim_matches(['[', ']']).to_owned(), 80),
+    };
+    if host.is_empty() {
+        return Err(format!("no host in {url:?}"));
+    }
+    Ok((host, port, prefix))
+}
+
+/// One HTTP/1.1 GET to `connect:port` with `Host: host`, `Connection: close`.
+pub async fn get(connect: &str, port: u16, host: &str, path: &str) -> Result<Answer, String> {
     let exchange = async {
-        let mut stream = TcpStream::connect((ip, port))
+        let mut stream = TcpStream::connect((connect, port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let request = format!(
@@ -105,7 +127,7 @@ pub fn judge(spec: &ProbeSpec, answer: &Answer) -> Result<(), String> {
 
 /// Probes until the spec is met or the deadline passes; returns the answer or the last reason.
 pub async fn until_ok(
-    ip: IpAddr,
+    connect: &str,
     port: u16,
     host: &str,
     spec: &ProbeSpec,
@@ -113,7 +135,7 @@ pub async fn until_ok(
     let deadline = Instant::now() + spec.deadline;
     let mut wait = Duration::from_millis(100);
     loop {
-        let reason = match get(ip, port, host, &spec.path).await {
+        let reason = match get(connect, port, host, &spec.path).await {
             Ok(answer) => match judge(spec, &answer) {
                 Ok(()) => return Ok(answer),
                 Err(why) => why,
@@ -125,5 +147,67 @@ pub async fn until_ok(
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_http_urls() {
+        assert_eq!(
+            split_http_url("http://proxy"),
+            Ok(("proxy".into(), 80, String::new()))
+        );
+        assert_eq!(
+            split_http_url("http://10.0.0.1:8080/app/"),
+            Ok(("10.0.0.1".into(), 8080, "/app/".into()))
+        );
+        assert_eq!(
+            split_http_url("http://[::1]:81"),
+            Ok(("::1".into(), 81, String::new()))
+        );
+        assert!(split_http_url("https://x").is_err());
+        assert!(split_http_url("http://:80").is_err());
+    }
+
+    #[test]
+    fn judges_status_and_body() {
+        let spec = ProbeSpec {
+            body_contains: Some("hello".into()),
+            ..ProbeSpec::default()
+        };
+        assert!(
+            judge(
+                &spec,
+                &Answer {
+                    status: 200,
+                    body: "hello world".into()
+                }
+            )
+            .is_ok()
+        );
+        assert!(
+            judge(
+                &spec,
+                &Answer {
+                    status: 404,
+                    body: "hello".into()
+                }
+            )
+            .expect_err("404")
+            .contains("404")
+        );
+        assert!(
+            judge(
+                &spec,
+                &Answer {
+                    status: 200,
+                    body: "default backend".into()
+                }
+            )
+            .is_err()
+        );
     }
 }

@@ -70,47 +70,59 @@ pub struct TestArgs {
     /// The app's domain is <stack>.<base-domain>.
     #[arg(long, default_value = "seatrial.localhost")]
     pub base_domain: String,
-    /// Set a variable of the app env (repeatable).
+    /// Set a variable of the app env (repeatable); overrides tests/seatrial.toml's trial.env.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
-    /// Convergence deadline of each deploy.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// How long every service must stay converged.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    pub stable_for: Duration,
-    /// Path the serve probe requests.
-    #[arg(long, default_value = "/")]
-    pub probe_path: String,
-    /// Accepted status codes of the probe, e.g. 200-399 or 200.
-    #[arg(long, default_value = "200-399", value_parser = parse_status_range)]
-    pub probe_status: (u16, u16),
+    // Settings below override the recipe's tests/seatrial.toml, which overrides the defaults.
+    /// Convergence deadline of each deploy [default: 10m].
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// How long every service must stay converged [default: 3s].
+    #[arg(long, value_parser = parse_duration)]
+    pub stable_for: Option<Duration>,
+    /// How the serve stage reaches the app [default: gateway].
+    #[arg(long, value_enum)]
+    pub probe_strategy: Option<ProbeStrategy>,
+    /// A service to probe (repeatable) [default: the traefik-routed one, else each with a port].
+    #[arg(long = "probe-service", value_name = "SERVICE")]
+    pub probe_services: Vec<String>,
+    /// The port to probe [default: traefik's loadbalancer port, published, or exposed].
+    #[arg(long)]
+    pub probe_port: Option<u16>,
+    /// Path the probe requests [default: /].
+    #[arg(long)]
+    pub probe_path: Option<String>,
+    /// Accepted status codes of the probe, e.g. 200-399 or 200 [default: 200-399].
+    #[arg(long, value_parser = seatrial_trial::settings::parse_status_range)]
+    pub probe_status: Option<(u16, u16)>,
     /// Text the probe's response body must contain.
     #[arg(long)]
     pub probe_body: Option<String>,
-    /// How long the probe retries before the serve stage fails.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub probe_timeout: Duration,
-    /// Timeout of each executable of the recipe's tests/.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub test_timeout: Duration,
+    /// How long the probe retries before the serve stage fails [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    pub probe_timeout: Option<Duration>,
+    /// Base URL of the operator's reverse proxy (strategy url), e.g. http://proxy.example.org
+    #[arg(long)]
+    pub probe_url: Option<String>,
+    /// Command to run in the service's container (strategy exec), e.g. "wget -q -O- http://127.0.0.1/"
+    #[arg(long)]
+    pub probe_command: Option<String>,
+    /// Timeout of each executable of the recipe's tests/ [default: 5m].
+    #[arg(long, value_parser = parse_duration)]
+    pub test_timeout: Option<Duration>,
     /// The janitor pass before the trial also reaps trial stacks of unknown runs this old.
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     pub janitor_max_age: Duration,
 }
 
-fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
-    let parse = |x: &str| {
-        x.trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|c| (100..=599).contains(c))
-            .ok_or_else(|| format!("{x:?} is not an HTTP status code"))
-    };
-    match s.split_once('-') {
-        Some((a, b)) => Ok((parse(a)?, parse(b)?)),
-        None => parse(s).map(|c| (c, c)),
-    }
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProbeStrategy {
+    /// Straight to the task through docker_gwbridge (single node).
+    Gateway,
+    /// Through the operator's reverse proxy: --probe-url with Host: <domain>.
+    Url,
+    /// A command in the service's container (--probe-command); exit 0 passes.
+    Exec,
 }
 
 #[derive(Debug, Args)]

@@ -4,15 +4,14 @@
 use std::sync::Mutex;
 
 use seatrial_engine::{
-    ConvergeOptions, ConvergeProgress, ProgressObserver, SwarmEngine, UndeployRemaining,
-    fmt_duration,
+    ConvergeProgress, ProgressObserver, SwarmEngine, UndeployRemaining, fmt_duration,
 };
-use seatrial_trial::probe::ProbeSpec;
+use seatrial_trial::settings::{Overrides, Strategy};
 use seatrial_trial::{StageReport, StageResult, TrialConfig, TrialObserver, TrialResult};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::TestArgs;
+use crate::cli::{ProbeStrategy, TestArgs};
 use crate::exit::{self, Failure};
 use crate::progress::Reporter;
 
@@ -89,22 +88,36 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
         recipe: args.recipe.clone(),
         reference: args.reference.clone(),
         base_domain: args.base_domain.clone(),
-        converge: ConvergeOptions {
+        overrides: Overrides {
             timeout: args.timeout,
             stable_for: args.stable_for,
-            ..ConvergeOptions::default()
-        },
-        probe: ProbeSpec {
+            test_timeout: args.test_timeout,
+            env: args.env.clone(),
+            strategy: args.probe_strategy.map(|s| match s {
+                ProbeStrategy::Gateway => Strategy::Gateway,
+                ProbeStrategy::Url => Strategy::Url,
+                ProbeStrategy::Exec => Strategy::Exec,
+            }),
+            services: (!args.probe_services.is_empty()).then(|| args.probe_services.clone()),
+            port: args.probe_port,
             path: args.probe_path.clone(),
             status: args.probe_status,
-            body_contains: args.probe_body.clone(),
-            deadline: args.probe_timeout,
+            body: args.probe_body.clone(),
+            probe_timeout: args.probe_timeout,
+            url: args.probe_url.clone(),
+            command: match &args.probe_command {
+                None => None,
+                Some(c) => Some(shlex::split(c).ok_or_else(|| {
+                    Failure::new(
+                        exit::BAD_INPUT,
+                        format!("--probe-command {c:?}: unbalanced quotes"),
+                    )
+                })?),
+            },
         },
-        test_timeout: args.test_timeout,
         keep: args.keep,
         data_dir: crate::secrets::data_dir(),
         janitor_max_age: args.janitor_max_age,
-        env: args.env.clone(),
     };
     let cancel = CancellationToken::new();
     let signals = watch_signals(cancel.clone(), stack)?;

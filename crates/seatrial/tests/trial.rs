@@ -99,7 +99,16 @@ fn leftovers(stack: &str) -> String {
 fn good_recipe_passes_every_stage() {
     let repo = history("good");
     let data = scratch("good-data");
-    let (o, report) = trial(&[repo.to_str().expect("utf8"), "--ref", "main"], &data);
+    let (o, report) = trial(
+        &[
+            repo.to_str().expect("utf8"),
+            "--ref",
+            "main",
+            "--env",
+            "PUBLISHED_PORT=18401",
+        ],
+        &data,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(report["result"], "pass");
     assert_eq!(report["mode"], "cold");
@@ -154,7 +163,16 @@ fn new_version_failing_its_healthcheck_fails_at_upgrade_and_is_torn_down() {
         std::fs::write(dir.join("compose.yml"), broken).expect("write");
     });
     let data = scratch("sick-data");
-    let (o, report) = trial(&[repo.to_str().expect("utf8"), "--ref", "main"], &data);
+    let (o, report) = trial(
+        &[
+            repo.to_str().expect("utf8"),
+            "--ref",
+            "main",
+            "--env",
+            "PUBLISHED_PORT=18402",
+        ],
+        &data,
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(report["result"], "fail");
     assert_eq!(
@@ -415,4 +433,111 @@ fn janitor_never_touches_apps() {
         "{mine:#}"
     );
     assert_eq!(undeploy.status.code(), Some(0));
+}
+
+#[test]
+fn probe_strategies_and_recipe_settings() {
+    // The recipe asks for the exec strategy in tests/seatrial.toml; the command line can override.
+    let dir = scratch("strategies-recipe");
+    std::fs::create_dir_all(dir.join("tests")).expect("dir");
+    std::fs::write(
+        dir.join("compose.yml"),
+        "services:\n  web:\n    image: seatrial-fixture/web:1\n    ports: [{target: 80, published: 18405, mode: host}]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("tests/seatrial.toml"),
+        "[trial]\nstable_for = \"1s\"\n[probe]\nstrategy = \"exec\"\ncommand = [\"wget\", \"-q\", \"-O-\", \"http://127.0.0.1/\"]\n",
+    )
+    .expect("write");
+    let data = scratch("strategies-data");
+    let recipe = dir.to_str().expect("utf8");
+
+    let (o, report) = trial(&[recipe], &data);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let detail = stage(&report, "serve")["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(
+        detail.contains("exit 0") && detail.contains("seatrial fixture web v1"),
+        "exec from seatrial.toml: {detail}"
+    );
+
+    let (o, report) = trial(
+        &[
+            recipe,
+            "--probe-strategy",
+            "url",
+            "--probe-url",
+            "http://127.0.0.1:18405",
+            "--probe-body",
+            "web v1",
+        ],
+        &data,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let detail = stage(&report, "serve")["detail"]
+        .as_str()
+        .expect("detail")
+        .to_owned();
+    assert!(
+        detail.starts_with("GET http://127.0.0.1:18405/ (Host: ") && detail.ends_with("→ 200"),
+        "url strategy: {detail}"
+    );
+
+    let (o, report) = trial(
+        &[
+            recipe,
+            "--probe-path",
+            "/missing",
+            "--probe-strategy",
+            "gateway",
+            "--probe-timeout",
+            "2s",
+        ],
+        &data,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a 404 fails the serve stage: {}",
+        text(&o)
+    );
+    let serve = stage(&report, "serve");
+    assert_eq!(serve["result"], "fail");
+    assert!(
+        serve["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("status 404"),
+        "{serve:#}"
+    );
+
+    let (o, report) = trial(
+        &[recipe, "--probe-command", "false", "--probe-timeout", "2s"],
+        &data,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(stage(&report, "serve")["result"], "fail");
+    assert_eq!(stage(&report, "teardown")["result"], "pass");
+
+    std::fs::write(
+        dir.join("tests/seatrial.toml"),
+        "[probe]\nstrategy = \"carrier-pigeon\"\n",
+    )
+    .expect("write");
+    let (o, report) = trial(&[recipe], &data);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a bad seatrial.toml is bad input: {}",
+        text(&o)
+    );
+    assert!(
+        stage(&report, "prepare")["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("seatrial.toml")
+    );
 }

@@ -990,6 +990,41 @@ impl Engine for SwarmEngine {
         Ok(ports)
     }
 
+    async fn exec(&self, container: &str, command: &[String]) -> Result<(i64, String)> {
+        use bollard::exec::StartExecResults;
+        let api = || EngineError::api(format!("running {command:?} in container {container}"));
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                bollard::models::ExecConfig {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(command.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api())?;
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(api())?
+        {
+            while let Some(Ok(chunk)) = stream.next().await {
+                if output.len() < 64 * 1024 {
+                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+            }
+        }
+        let inspect = self.docker.inspect_exec(&created.id).await.map_err(api())?;
+        Ok((inspect.exit_code.unwrap_or(-1), output))
+    }
+
     async fn labelled_stacks(&self) -> Result<Vec<LabelledStack>> {
         let filter = || {
             Some(HashMap::from([(
