@@ -292,6 +292,10 @@ pub async fn run(
     let registry = janitor::RunRegistry::new(&config.data_dir);
     // Registered before anything is created, so no janitor reaps this run while it lives.
     let guard = registry.register(&run_id);
+    if let Err(e) = &guard {
+        // Without it the janitor treats this run as unknown: reaped only after its max age.
+        tracing::warn!(error = %e, dir = %config.data_dir.display(), "cannot register the running trial");
+    }
     let ctx = Ctx {
         engine,
         observer,

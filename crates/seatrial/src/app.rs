@@ -1,7 +1,6 @@
 //! `seatrial app …`: deploy, undeploy and inspect one app.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 
 use seatrial_recipe::{AppSettings, Recipe, SecretValue, Severity};
 
@@ -25,19 +24,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Test(args) => crate::trial::run(args).await,
         Command::Janitor(args) => crate::trial::janitor(args).await,
     }
-}
-
-/// A random id for this invocation, recorded in `io.seatrial.run`.
-fn new_run_id() -> String {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
 }
 
 async fn deploy(args: DeployArgs) -> Result<(), Failure> {
@@ -68,7 +54,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
     if source.dirty {
         eprintln!("warning: the recipe has uncommitted changes; they are deployed as they are");
     }
-    let mut labels = RunLabels::new(new_run_id(), recipe.name.clone(), "app");
+    let mut labels = RunLabels::new(seatrial_trial::new_run_id(), recipe.name.clone(), "app");
     labels.commit = source.commit.clone();
     labels.version = source.version.clone();
     labels.dirty = source.dirty;
