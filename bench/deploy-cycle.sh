@@ -64,5 +64,5 @@ cat <<MD
 | **full cycle** | **$ot** | **$ct** | **$(ratio "$ot" "$ct")×** |
 
 Floor (engine: service created → first healthy healthcheck): $fl ms; seatrial's deploy → converged
-is $(ratio "$od" "$fl")× the floor (its stability window of 3 s included).
+is $(ratio "$od" "$fl")× the floor (a service with a healthcheck counts once healthy; the 3 s window applies to services without one).
 MD

@@ -75,7 +75,10 @@ pub struct DeployOutcome {
 pub struct ConvergeOptions {
     /// Give up (and report a timeout failure) after this long.
     pub timeout: Duration,
-    /// Every service must stay converged this long before the stack counts as converged.
+    /// How long a service **without** a healthcheck must stay converged before it counts: for
+    /// such a service "running" proves little. A service whose healthcheck passed counts at
+    /// once — its healthcheck (interval × retries) is its stability evidence — and a trial checks
+    /// again after serving and after its tests that nothing has failed since.
     pub stable_for: Duration,
     /// Failed or rejected tasks of a service's current spec before it counts as failing.
     pub max_task_failures: usize,
@@ -116,6 +119,8 @@ pub struct ServiceStatus {
     pub failed_tasks: usize,
     /// True when this service is converged (running == desired, update not failed or ongoing).
     pub converged: bool,
+    /// Whether its tasks have a healthcheck (from the service spec, else the image).
+    pub healthcheck: bool,
 }
 
 /// A moment in the convergence wait, for progress displays.

@@ -126,6 +126,8 @@ pub trait TrialObserver: ProgressObserver {
 enum StageError {
     /// The app failed (unhealthy, rolled back, probe failed, tests failed).
     Fail(String),
+    /// The app failed after the stage's tests ran; their results stay in the report.
+    FailAfterTests(String, Vec<recipe_tests::TestResult>),
     /// Bad input or infrastructure; not the app's fault.
     Error(String, ErrorKind),
 }
@@ -184,6 +186,9 @@ struct Ctx<'a> {
     run_id: String,
     stack: String,
     domain: String,
+    /// Failed tasks per service when the stack last converged: anything beyond this since then
+    /// means a service did not stay up.
+    converged: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 type Body<'f> = std::pin::Pin<
@@ -214,6 +219,7 @@ async fn record(
     let (mut result, detail, tests) = match outcome {
         Some(Ok((detail, tests))) => (StageResult::Pass, detail, tests),
         Some(Err(StageError::Fail(why))) => (StageResult::Fail, why, Vec::new()),
+        Some(Err(StageError::FailAfterTests(why, tests))) => (StageResult::Fail, why, tests),
         Some(Err(StageError::Error(why, kind))) => {
             report.error_kind.get_or_insert(match kind {
                 ErrorKind::BadInput => "bad-input",
@@ -303,6 +309,7 @@ pub async fn run(
         run_id,
         stack,
         domain,
+        converged: std::sync::Mutex::default(),
     };
     let mut secrets = HashMap::new();
     let deployed = lifecycle(&ctx, &mut report, &cancel, &mut secrets).await;
@@ -499,10 +506,15 @@ async fn lifecycle(
                 .iter()
                 .map(|r| format!("{} {}", r.name, r.outcome))
                 .collect();
-            Ok((
-                format!("{passed}/{} passed: {}", results.len(), summary.join(", ")),
-                results,
-            ))
+            let detail = format!("{passed}/{} passed: {}", results.len(), summary.join(", "));
+            match still_up(ctx).await {
+                Ok(()) => Ok((detail, results)),
+                Err(StageError::Fail(why)) => Err(StageError::FailAfterTests(
+                    format!("{why}; tests: {detail}"),
+                    results,
+                )),
+                Err(e) => Err(e),
+            }
         }),
     )
     .await;
@@ -634,6 +646,13 @@ async fn deploy_and_converge(
         .engine
         .converge(&ctx.stack, &converge, ctx.observer)
         .await?;
+    if let Ok(mut baseline) = ctx.converged.lock() {
+        *baseline = report
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.failed_tasks))
+            .collect();
+    }
     let services: Vec<String> = report
         .services
         .iter()
@@ -648,6 +667,33 @@ async fn deploy_and_converge(
         ),
         Vec::new(),
     ))
+}
+
+/// Nothing may have failed since the stack converged. Services with a healthcheck count as
+/// converged once healthy (no waiting window), so this check, after serving and after the tests,
+/// is what catches an app that crashes after its first healthy moment.
+async fn still_up(ctx: &Ctx<'_>) -> Result<(), StageError> {
+    let baseline = ctx.converged.lock().map(|b| b.clone()).unwrap_or_default();
+    for s in ctx.engine.ps(&ctx.stack).await? {
+        let before = baseline.get(&s.name).copied().unwrap_or(0);
+        if s.converged && s.failed_tasks <= before {
+            continue;
+        }
+        return Err(StageError::Fail(format!(
+            "service `{}` did not stay up after it converged: {}/{} running, {} task(s) failed since{}; see `docker service ps --no-trunc {}` and `docker service logs {}`",
+            s.name,
+            s.running,
+            s.desired,
+            s.failed_tasks.saturating_sub(before),
+            s.last_error
+                .as_deref()
+                .map(|e| format!("; last task error: {e}"))
+                .unwrap_or_default(),
+            s.name,
+            s.name,
+        )));
+    }
+    Ok(())
 }
 
 /// The deployed services must carry the change's commit label: the upgrade really happened.
@@ -701,41 +747,66 @@ async fn service_port(
     Ok((port, false))
 }
 
-/// The services to probe and their ports: those named in the settings, else the traefik-routed
-/// service, else each with a published or exposed port.
-async fn probe_targets(
-    ctx: &Ctx<'_>,
-    s: &Settings,
-) -> Result<Vec<(String, Option<u16>)>, StageError> {
+/// One service the serve stage probes, with what its probe asks.
+struct Target {
+    service: String,
+    port: Option<u16>,
+    spec: ProbeSpec,
+    command: Option<Vec<String>>,
+}
+
+/// The services to probe and their ports: those the settings choose (`probe.services`, or the
+/// `[probe.service.*]` tables), else the traefik-routed service, else each with a published or
+/// exposed port.
+async fn probe_targets(ctx: &Ctx<'_>, s: &Settings) -> Result<Vec<Target>, StageError> {
     let services = ctx.engine.ps(&ctx.stack).await?;
-    if let Some(names) = &s.services {
+    let prefix = format!("{}_", ctx.stack);
+    let target = |status: &seatrial_engine::ServiceStatus, found: Option<u16>| {
+        let short = status.name.strip_prefix(&prefix).unwrap_or(&status.name);
+        let (spec, port, command) = s.probe_for(short);
+        Target {
+            service: status.name.clone(),
+            port: port.or(found),
+            spec,
+            command,
+        }
+    };
+    if let Some(names) = s.chosen_services() {
         let mut out = Vec::new();
         for name in names {
-            let full = format!("{}_{name}", ctx.stack);
+            let full = format!("{prefix}{name}");
             let status = services.iter().find(|x| x.name == full).ok_or_else(|| {
                 StageError::Error(
-                    format!("probe service `{name}` is not a service of the recipe"),
+                    format!(
+                        "probe service `{name}` is not a service of the recipe (services: {})",
+                        services
+                            .iter()
+                            .map(|x| x.name.strip_prefix(&prefix).unwrap_or(&x.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                     ErrorKind::BadInput,
                 )
             })?;
-            let port = match s.port {
-                Some(p) => Some(p),
-                None => service_port(ctx, status).await?.0,
+            let found = if s.probe_for(&name).1.is_some() {
+                None
+            } else {
+                service_port(ctx, status).await?.0
             };
-            out.push((full, port));
+            out.push(target(status, found));
         }
         return Ok(out);
     }
     let mut out = Vec::new();
     for status in &services {
         let (port, routed) = service_port(ctx, status).await?;
-        let port = s.port.or(port);
         if routed {
             // The proxy-routed service is what users reach: probe it alone.
-            return Ok(vec![(status.name.clone(), port)]);
+            return Ok(vec![target(status, port)]);
         }
-        if port.is_some() || s.strategy == Strategy::Exec {
-            out.push((status.name.clone(), port));
+        let t = target(status, port);
+        if t.port.is_some() || s.strategy == Strategy::Exec {
+            out.push(t);
         }
     }
     Ok(out)
@@ -761,6 +832,7 @@ async fn serve(
         };
         return match probe::until_ok(&connect, port, &ctx.domain, &spec).await {
             Ok(answer) => {
+                still_up(ctx).await?;
                 *probe_url = Some(base.trim_end_matches('/').to_owned());
                 Ok((
                     format!(
@@ -785,14 +857,20 @@ async fn serve(
     }
     let addresses = ctx.engine.task_addresses(&ctx.stack).await?;
     let mut lines = Vec::new();
-    for (service, port) in &targets {
+    for Target {
+        service,
+        port,
+        spec,
+        command,
+    } in &targets
+    {
         let Some(addr) = addresses.iter().find(|a| &a.service == service) else {
             return Err(StageError::Fail(format!(
                 "service `{service}` has no running task reachable through docker_gwbridge"
             )));
         };
         if s.strategy == Strategy::Exec {
-            let command = s.command.clone().unwrap_or_default();
+            let command = command.clone().unwrap_or_default();
             let outcome = exec_until_ok(ctx, &addr.container, &command, spec.deadline).await?;
             match outcome {
                 Ok(output) => lines.push(format!(
@@ -817,7 +895,7 @@ async fn serve(
         }
         let Some(port) = port else {
             return Err(StageError::Fail(format!(
-                "service `{service}` has no port to probe (set probe.port in tests/seatrial.toml)"
+                "service `{service}` has no port to probe (set probe.port or probe.service.<name>.port in tests/seatrial.toml)"
             )));
         };
         let url = format!("http://{}:{port}", addr.ip);
@@ -839,6 +917,7 @@ async fn serve(
             }
         }
     }
+    still_up(ctx).await?;
     Ok((lines.join("; "), Vec::new()))
 }
 

@@ -20,6 +20,10 @@
 //! timeout = "2m"
 //! url = "http://proxy.example.org"             # strategy = "url": base URL, sent with Host: <domain>
 //! command = ["wget", "-q", "-O-", "http://127.0.0.1/"]  # strategy = "exec": run in the container
+//!
+//! [probe.service.api]      # per service: overrides port, path, status, body, command for it;
+//! path = "/api/health"     # with such tables and no `services`, the services probed are theirs
+//! status = "200"
 //! ```
 
 use std::collections::BTreeMap;
@@ -58,6 +62,18 @@ pub struct Overrides {
     pub probe_timeout: Option<Duration>,
     pub url: Option<String>,
     pub command: Option<Vec<String>>,
+    /// `[probe.service.<name>]` tables.
+    pub per_service: BTreeMap<String, ServiceProbe>,
+}
+
+/// What `[probe.service.<name>]` says about one service's probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceProbe {
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub status: Option<(u16, u16)>,
+    pub body: Option<String>,
+    pub command: Option<Vec<String>>,
 }
 
 /// The settings a trial runs with.
@@ -73,6 +89,7 @@ pub struct Settings {
     pub probe: ProbeSpec,
     pub url: Option<String>,
     pub command: Option<Vec<String>>,
+    pub per_service: BTreeMap<String, ServiceProbe>,
 }
 
 impl Default for Settings {
@@ -88,6 +105,7 @@ impl Default for Settings {
             probe: ProbeSpec::default(),
             url: None,
             command: None,
+            per_service: BTreeMap::new(),
         }
     }
 }
@@ -121,7 +139,57 @@ impl Settings {
         if o.command.is_some() {
             self.command.clone_from(&o.command);
         }
+        // What is said generally here beats what an earlier layer said per service.
+        for p in self.per_service.values_mut() {
+            if o.path.is_some() {
+                p.path = None;
+            }
+            if o.status.is_some() {
+                p.status = None;
+            }
+            if o.body.is_some() {
+                p.body = None;
+            }
+            if o.port.is_some() {
+                p.port = None;
+            }
+            if o.command.is_some() {
+                p.command = None;
+            }
+        }
+        for (name, probe) in &o.per_service {
+            self.per_service.insert(name.clone(), probe.clone());
+        }
         self
+    }
+
+    /// The services to probe by name, when the settings choose them: `services`, else the
+    /// services of `[probe.service.*]` tables.
+    pub fn chosen_services(&self) -> Option<Vec<String>> {
+        self.services.clone().or_else(|| {
+            (!self.per_service.is_empty()).then(|| self.per_service.keys().cloned().collect())
+        })
+    }
+
+    /// The probe for one service (its name inside the recipe): the general probe with its
+    /// `[probe.service.<name>]` table on top; and the port and exec command it sets, if any.
+    pub fn probe_for(&self, service: &str) -> (ProbeSpec, Option<u16>, Option<Vec<String>>) {
+        let mut spec = self.probe.clone();
+        let Some(own) = self.per_service.get(service) else {
+            return (spec, self.port, self.command.clone());
+        };
+        if let Some(p) = &own.path {
+            spec.path.clone_from(p);
+        }
+        spec.status = own.status.unwrap_or(spec.status);
+        if own.body.is_some() {
+            spec.body_contains.clone_from(&own.body);
+        }
+        (
+            spec,
+            own.port.or(self.port),
+            own.command.clone().or_else(|| self.command.clone()),
+        )
     }
 
     /// Checks that the chosen strategy has what it needs.
@@ -136,9 +204,18 @@ impl Settings {
                 )),
                 Some(_) => Ok(()),
             },
-            Strategy::Exec if self.command.as_ref().is_none_or(Vec::is_empty) => Err(
-                "probe strategy `exec` needs a command (probe.command or --probe-command)".into(),
-            ),
+            Strategy::Exec
+                if self.command.as_ref().is_none_or(Vec::is_empty)
+                    && (self.per_service.is_empty()
+                        || self
+                            .per_service
+                            .values()
+                            .any(|p| p.command.as_ref().is_none_or(Vec::is_empty))) =>
+            {
+                Err(
+                    "probe strategy `exec` needs a command (probe.command, probe.service.<name>.command or --probe-command)".into(),
+                )
+            }
             _ => Ok(()),
         }
     }
@@ -174,6 +251,18 @@ struct ProbeSection {
     body: Option<String>,
     timeout: Option<String>,
     url: Option<String>,
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    service: BTreeMap<String, ServiceSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSection {
+    port: Option<u16>,
+    path: Option<String>,
+    status: Option<String>,
+    body: Option<String>,
     command: Option<Vec<String>>,
 }
 
@@ -229,6 +318,29 @@ pub fn read(recipe_dir: &Path) -> Result<Overrides, String> {
         probe_timeout: duration("probe.timeout", file.probe.timeout)?,
         url: file.probe.url,
         command: file.probe.command,
+        per_service: file
+            .probe
+            .service
+            .into_iter()
+            .map(|(name, p)| {
+                let status = p
+                    .status
+                    .map(|s| {
+                        parse_status_range(&s).map_err(|e| {
+                            format!("tests/seatrial.toml: probe.service.{name}.status: {e}")
+                        })
+                    })
+                    .transpose()?;
+                let probe = ServiceProbe {
+                    port: p.port,
+                    path: p.path,
+                    status,
+                    body: p.body,
+                    command: p.command,
+                };
+                Ok((name, probe))
+            })
+            .collect::<Result<_, String>>()?,
     })
 }
 
@@ -271,6 +383,59 @@ mod tests {
         )
         .expect("write");
         assert!(read(&dir).expect_err("no unit").contains("trial.timeout"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn per_service_probes_and_what_beats_them() {
+        let dir = std::env::temp_dir().join(format!("seatrial-persvc-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tests")).expect("dir");
+        std::fs::write(
+            dir.join("tests/seatrial.toml"),
+            "[probe]\npath = \"/\"\n[probe.service.api]\npath = \"/api/health\"\nstatus = \"200\"\nport = 9000\n[probe.service.web]\nbody = \"Welcome\"\n",
+        )
+        .expect("write");
+        let s = Settings::default().apply(&read(&dir).expect("reads"));
+        assert_eq!(
+            s.chosen_services(),
+            Some(vec!["api".to_string(), "web".to_string()]),
+            "the tables choose the services"
+        );
+        let (api, port, _) = s.probe_for("api");
+        assert_eq!(
+            (api.path.as_str(), api.status, port),
+            ("/api/health", (200, 200), Some(9000))
+        );
+        let (web, port, _) = s.probe_for("web");
+        assert_eq!(
+            (web.path.as_str(), web.body_contains.as_deref(), port),
+            ("/", Some("Welcome"), None)
+        );
+        assert_eq!(s.probe_for("other").0.path, "/");
+
+        let cli = Overrides {
+            path: Some("/ready".into()),
+            ..Overrides::default()
+        };
+        let s = s.apply(&cli);
+        assert_eq!(
+            s.probe_for("api").0.path,
+            "/ready",
+            "the command line beats the file's tables"
+        );
+        assert_eq!(
+            s.probe_for("api").0.status,
+            (200, 200),
+            "what it did not say stays"
+        );
+
+        std::fs::write(
+            dir.join("tests/seatrial.toml"),
+            "[probe.service.api]\nstatus = \"abc\"\n",
+        )
+        .expect("write");
+        let err = read(&dir).expect_err("bad status");
+        assert!(err.contains("probe.service.api.status"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -77,7 +77,8 @@ pub struct TestArgs {
     /// Convergence deadline of each deploy [default: 10m].
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// How long every service must stay converged [default: 3s].
+    /// How long a service without a healthcheck must stay converged [default: 3s]; a service
+    /// with one counts once healthy.
     #[arg(long, value_parser = parse_duration)]
     pub stable_for: Option<Duration>,
     /// How the serve stage reaches the app [default: gateway].
@@ -169,7 +170,8 @@ pub struct DeployArgs {
     /// Give up waiting for convergence after this long (e.g. 90s, 10m).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// How long every service must stay converged before the deploy counts as good.
+    /// How long a service without a healthcheck must stay converged before the deploy counts as
+    /// good; a service with one counts once healthy.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub stable_for: Duration,
     /// Failed tasks of a service's current spec after which it counts as failing.

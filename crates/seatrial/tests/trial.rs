@@ -541,3 +541,50 @@ fn probe_strategies_and_recipe_settings() {
             .contains("seatrial.toml")
     );
 }
+
+#[test]
+fn per_service_probe_and_an_app_that_crashes_after_turning_healthy() {
+    // `web` turns healthy, then its main process dies 8 s in. It converges (its healthcheck
+    // passed), serves, and must still fail: the tests stage checks that nothing failed since.
+    let dir = scratch("crash-recipe");
+    std::fs::create_dir_all(dir.join("tests")).expect("dir");
+    std::fs::write(
+        dir.join("compose.yml"),
+        "services:\n  web:\n    image: seatrial-fixture/web:1\n    command: [\"/bin/sh\", \"-c\", \"trap 'exit 0' TERM; /bin/httpd -p 80 -h /www; sleep 8; exit 3\"]\n  side:\n    image: seatrial-fixture/web:2\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("tests/seatrial.toml"),
+        "[probe.service.web]\npath = \"/healthz\"\nbody = \"ok\"\n",
+    )
+    .expect("write");
+    let script = dir.join("tests/01-wait");
+    std::fs::write(&script, "#!/bin/sh\nsleep 12\n").expect("write");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let data = scratch("crash-data");
+    let (o, report) = trial(&[dir.to_str().expect("utf8")], &data);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let serve = stage(&report, "serve");
+    assert_eq!(serve["result"], "pass", "{serve:#}");
+    let detail = serve["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("/healthz (Host: ")
+            && detail.contains("_web)")
+            && !detail.contains("_side"),
+        "only the service with a [probe.service] table is probed, at its own path: {detail}"
+    );
+    let tests = stage(&report, "tests");
+    assert_eq!(tests["result"], "fail", "{tests:#}");
+    let why = tests["detail"].as_str().expect("detail");
+    assert!(
+        why.contains("did not stay up") && why.contains("_web`"),
+        "the crash after convergence is named: {why}"
+    );
+    assert_eq!(stage(&report, "teardown")["result"], "pass");
+    let stack = report["stack"].as_str().expect("stack");
+    assert_eq!(leftovers(stack), "", "nothing of {stack} is left");
+}

@@ -1,7 +1,8 @@
 //! Convergence, as `docker stack deploy --detach=false` computes it — but strict: per slot (or
 //! node) an up-to-date task must be running (which, with a HEALTHCHECK, means healthy); an update
-//! that Swarm paused or rolled back is a failure; tasks that keep failing are a failure; and the
-//! whole stack must stay converged for a stability window before it counts.
+//! that Swarm paused or rolled back is a failure; tasks that keep failing are a failure. A service
+//! with a healthcheck counts once healthy; when some service has none ("running" proves little
+//! there), the whole stack must stay converged for a stability window before it counts.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -150,6 +151,7 @@ impl SwarmEngine {
         for service in &services {
             let id = service.id.clone().unwrap_or_default();
             let spec = service.spec.clone().unwrap_or_default();
+            let healthcheck = self.has_healthcheck(&spec).await;
             let name = spec.name.clone().unwrap_or_else(|| id.clone());
             let mode = mode_name(service);
             let job = mode.ends_with("-job");
@@ -243,6 +245,7 @@ impl SwarmEngine {
                 last_error,
                 failed_tasks: failed.len(),
                 converged,
+                healthcheck,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -250,6 +253,53 @@ impl SwarmEngine {
             services: out,
             failure,
         })
+    }
+
+    /// Whether the service's tasks run a healthcheck: the spec's own, else the image's.
+    async fn has_healthcheck(&self, spec: &bollard::models::ServiceSpec) -> bool {
+        let container = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref());
+        let test = container
+            .and_then(|c| c.health_check.as_ref())
+            .and_then(|h| h.test.clone())
+            .unwrap_or_default();
+        if let Some(first) = test.first() {
+            return first != "NONE";
+        }
+        let Some(image) = container.and_then(|c| c.image.clone()) else {
+            return false;
+        };
+        if let Some(known) = self
+            .image_health
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&image).copied())
+        {
+            return known;
+        }
+        let mut found = None;
+        // Images built locally have no repo digest: try the reference as deployed, then bare.
+        for reference in [image.as_str(), image.split('@').next().unwrap_or(&image)] {
+            if let Ok(inspect) = self.docker.inspect_image(reference).await {
+                let test = inspect
+                    .config
+                    .and_then(|c| c.healthcheck)
+                    .and_then(|h| h.test)
+                    .unwrap_or_default();
+                found = Some(test.first().is_some_and(|t| t != "NONE"));
+                break;
+            }
+        }
+        // Unknown counts as "no healthcheck": the stability window then applies.
+        let has = found.unwrap_or(false);
+        if found.is_some()
+            && let Ok(mut m) = self.image_health.lock()
+        {
+            m.insert(image, has);
+        }
+        has
     }
 
     pub(crate) async fn converge_stack(
@@ -276,10 +326,16 @@ impl SwarmEngine {
             }
             let now = Instant::now();
             let all_converged = snap.services.iter().all(|s| s.converged);
+            // Healthy tasks passed their healthcheck; only services without one need the window.
+            let window = if snap.services.iter().all(|s| s.healthcheck) {
+                Duration::ZERO
+            } else {
+                options.stable_for
+            };
             if all_converged {
                 let since = *stable_since.get_or_insert(now);
                 let stable = now - since;
-                if stable >= options.stable_for {
+                if stable >= window {
                     return Ok(ConvergeReport {
                         elapsed: now - started,
                         services: snap.services,
@@ -288,7 +344,7 @@ impl SwarmEngine {
                 observer.converge(&ConvergeProgress {
                     elapsed: now - started,
                     services: snap.services,
-                    stabilizing: Some(options.stable_for - stable),
+                    stabilizing: Some(window - stable),
                 });
             } else {
                 stable_since = None;
@@ -310,7 +366,7 @@ impl SwarmEngine {
                 }
             }
             let wake_at = match stable_since {
-                Some(since) => (since + options.stable_for).min(deadline),
+                Some(since) => (since + window).min(deadline),
                 None => deadline,
             };
             pulse.wait(wake_at).await;

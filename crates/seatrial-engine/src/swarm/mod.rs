@@ -35,6 +35,8 @@ use pulse::Pulse;
 pub struct SwarmEngine {
     docker: Docker,
     host: String,
+    /// Whether an image defines a HEALTHCHECK, by image reference (asked once per image).
+    image_health: std::sync::Arc<std::sync::Mutex<HashMap<String, bool>>>,
 }
 
 pub(crate) fn stack_filter(stack: &str) -> HashMap<String, Vec<String>> {
@@ -84,6 +86,7 @@ impl SwarmEngine {
         let engine = Self {
             docker,
             host: host.clone(),
+            image_health: std::sync::Arc::default(),
         };
         let info = engine
             .docker
