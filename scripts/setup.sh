@@ -50,5 +50,39 @@ case "$swarm_state" in
   *) die "this engine is in swarm state '$swarm_state' and is not a manager; run seatrial against a manager node" ;;
 esac
 
+# The store's tests run against PostgreSQL too: a local cluster with a `seatrial` role and a
+# `seatrial_test` database (URL: postgres://seatrial:seatrial@127.0.0.1:5432/seatrial_test).
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  log "installing postgresql"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq || die "apt-get update failed; is a Debian mirror reachable?"
+  as_root apt-get install -y -qq --no-install-recommends postgresql >/dev/null || die "apt-get install postgresql failed"
+fi
+pg_answers() { timeout 5 su postgres -c "psql -qAtc 'SELECT 1'" >/dev/null 2>&1; }
+if ! pg_answers; then
+  cluster=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1" "$2}')
+  [ -n "$cluster" ] || die "postgresql is installed but has no cluster (pg_createcluster 15 main)"
+  log "starting PostgreSQL cluster $cluster"
+  # shellcheck disable=SC2086
+  as_root pg_ctlcluster $cluster start || die "cannot start PostgreSQL cluster $cluster (see /var/log/postgresql/)"
+  for _ in $(seq 1 60); do pg_answers && break; sleep 0.5; done
+  pg_answers || die "PostgreSQL did not answer within 30 s (see /var/log/postgresql/)"
+fi
+su postgres -c "psql -qAtc \"SELECT 1 FROM pg_roles WHERE rolname = 'seatrial'\"" | grep -q 1 \
+  || su postgres -c "psql -qc \"CREATE ROLE seatrial LOGIN CREATEDB PASSWORD 'seatrial'\"" >/dev/null \
+  || die "cannot create the PostgreSQL role seatrial"
+su postgres -c "psql -qAtc \"SELECT 1 FROM pg_database WHERE datname = 'seatrial_test'\"" | grep -q 1 \
+  || su postgres -c "createdb -O seatrial seatrial_test" || die "cannot create the database seatrial_test"
+
+# The dashboard's browser test drives Debian's headless Chromium through chromedriver.
+if ! command -v chromedriver >/dev/null 2>&1 || ! [ -x /usr/bin/chromium ]; then
+  log "installing chromium and chromium-driver (for the dashboard's browser test)"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq || die "apt-get update failed; is a Debian mirror reachable?"
+  as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+    || die "apt-get install chromium chromium-driver failed"
+fi
+/usr/bin/chromium --version >/dev/null 2>&1 || die "chromium is installed but does not run"
+
 "$here/fixtures/images/build.sh" || die "building the fixture images failed"
 log "ready: engine $(docker version --format '{{.Server.Version}} (API {{.Server.APIVersion}})'), swarm manager, fixture images built"

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
+# The PostgreSQL that setup.sh started; the store and server tests fail (never skip) without it.
+export SEATRIAL_TEST_POSTGRES_URL=${SEATRIAL_TEST_POSTGRES_URL:-postgres://seatrial:seatrial@127.0.0.1:5432/seatrial_test}
 echo "test: cargo fmt --check" >&2
 cargo fmt --all --check
 echo "test: cargo clippy" >&2

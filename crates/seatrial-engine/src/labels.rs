@@ -77,7 +77,8 @@ pub fn now_rfc3339() -> String {
     rfc3339(secs)
 }
 
-fn rfc3339(unix_secs: u64) -> String {
+/// Unix seconds as RFC 3339 UTC (`2026-11-24T10:00:00Z`).
+pub fn rfc3339(unix_secs: u64) -> String {
     // Civil-from-days (Howard Hinnant's algorithm), valid for all dates after 1970.
     let days = (unix_secs / 86_400) as i64;
     let rem = unix_secs % 86_400;

@@ -23,6 +23,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Lint(args) => crate::lint::run(&args),
         Command::Test(args) => crate::trial::run(args).await,
         Command::Janitor(args) => crate::trial::janitor(args).await,
+        Command::Serve(args) => {
+            let config = crate::serve::config::load(args.config.as_deref())
+                .map_err(|e| Failure::new(crate::exit::BAD_INPUT, e))?;
+            crate::serve::run(config).await
+        }
+        Command::Runs(command) => crate::runs::run(command).await,
     }
 }
 

@@ -36,6 +36,66 @@ pub enum Command {
     Test(TestArgs),
     /// Remove what killed or crashed trials left behind (only trial stacks whose run is gone).
     Janitor(JanitorArgs),
+    /// Run the trial queue and the dashboard/API server.
+    Serve(ServeArgs),
+    /// List, show and cancel runs of a `seatrial serve` (through its API).
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML, see examples/seatrial.toml). Without one: sane defaults, and every key
+    /// can come from the environment (SEATRIAL_LISTEN, SEATRIAL_DATABASE_URL, ...).
+    #[arg(long, env = "SEATRIAL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The server's base URL.
+    #[arg(long, env = "SEATRIAL_SERVER", default_value = "http://127.0.0.1:8086")]
+    pub server: String,
+    /// API token for writes (cancel).
+    #[arg(long, env = "SEATRIAL_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        recipe: Option<String>,
+        /// queued, running, passed, failed, errored, cancelled, timed_out
+        #[arg(long)]
+        state: Option<String>,
+        /// cold or quick
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// One run with its stages.
+    Show {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: i64,
+        /// Also print its log.
+        #[arg(long)]
+        log: bool,
+    },
+    /// Cancel a queued or running run (a running trial is torn down).
+    Cancel {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: i64,
+    },
 }
 
 #[derive(Debug, Args)]

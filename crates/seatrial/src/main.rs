@@ -5,7 +5,9 @@ mod cli;
 mod exit;
 mod lint;
 mod progress;
+mod runs;
 mod secrets;
+mod serve;
 mod source;
 mod table;
 mod trial;
@@ -16,7 +18,16 @@ use crate::exit::Failure;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    // A server logs its requests and trials by default; JSON when its config asks for it.
+    let (serving, json) = match &cli.command {
+        cli::Command::Serve(args) => (
+            true,
+            serve::config::load(args.config.as_deref())
+                .is_ok_and(|c| c.log_format == serve::config::LogFormat::Json),
+        ),
+        _ => (false, false),
+    };
+    init_logging(cli.verbose, serving, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,16 +50,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, serving: bool, json: bool) {
     let default = match verbose {
+        0 if serving => "info",
         0 => "warn",
         1 => "info,seatrial=debug",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEATRIAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.init();
+    }
 }

@@ -1,0 +1,279 @@
+//! `seatrial serve` settings: defaults, then the config file (optional), then the environment.
+//! Every key has an environment variable, so containers and systemd units need no file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// An API bearer token. Never printed: `Debug` shows its length only.
+#[derive(Clone)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Constant-time comparison, so response timing says nothing about the token.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiToken(<{} chars>)", self.0.len())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    /// Concurrent trials in this process.
+    pub capacity: usize,
+    /// Default per-run timeout (a recipe's tests/seatrial.toml may not lower the server's bound).
+    pub run_timeout: Duration,
+    /// How long a claim lasts without a heartbeat; a crashed server's runs are reaped after it.
+    pub lease: Duration,
+    /// On SIGTERM, how long running trials may go on before they are cancelled (with teardown).
+    pub shutdown_grace: Duration,
+    pub base_domain: String,
+    pub api_tokens: Vec<ApiToken>,
+    pub log_format: LogFormat,
+    pub request_timeout: Duration,
+    pub body_limit: usize,
+    /// Base URL of the dashboard as users reach it (links in API answers).
+    pub public_url: Option<String>,
+    /// How often to look for work queued by other processes.
+    pub poll_interval: Duration,
+    /// Default probe strategy/url/timeout for every trial (recipes and runs may override).
+    pub probe: ProbeDefaults,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeDefaults {
+    pub strategy: Option<seatrial_trial::settings::Strategy>,
+    pub url: Option<String>,
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    capacity: Option<usize>,
+    run_timeout: Option<String>,
+    lease: Option<String>,
+    shutdown_grace: Option<String>,
+    base_domain: Option<String>,
+    #[serde(default)]
+    api_tokens: Vec<String>,
+    log_format: Option<LogFormat>,
+    request_timeout: Option<String>,
+    body_limit: Option<usize>,
+    public_url: Option<String>,
+    poll_interval: Option<String>,
+    #[serde(default)]
+    probe: ProbeDefaults,
+    /// The forge integration's tables: accepted here so operators' files keep working.
+    #[serde(default)]
+    #[allow(dead_code)]
+    forge: Option<toml::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    repos: Option<toml::Value>,
+}
+
+/// Reads the config: `path` when given (it must exist), else defaults; then the environment.
+pub fn load(path: Option<&Path>) -> Result<ServeConfig, String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    load_with(path, &env)
+}
+
+pub fn load_with(
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServeConfig, String> {
+    let file: File = match path {
+        None => File::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read the config file {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+    };
+    let pick = |var: &str, file: Option<String>, key: &str| -> Option<(String, String)> {
+        env(var)
+            .map(|v| (v, var.to_owned()))
+            .or_else(|| file.map(|v| (v, key.to_owned())))
+    };
+    let duration = |var: &str, file: Option<String>, key: &str, default: Duration| match pick(
+        var, file, key,
+    ) {
+        None => Ok(default),
+        Some((v, from)) => seatrial_recipe::parse_duration(&v)
+            .map_err(|e| format!("{from} = {v:?}: {e} (e.g. \"30s\", \"60m\")")),
+    };
+    let data_dir = env("SEATRIAL_DATA_DIR")
+        .map(PathBuf::from)
+        .or(file.data_dir)
+        .unwrap_or_else(crate::secrets::data_dir);
+    let listen = match pick("SEATRIAL_LISTEN", file.listen, "listen") {
+        None => SocketAddr::from(([127, 0, 0, 1], 8086)),
+        Some((v, from)) => v.parse().map_err(|e| {
+            format!("{from} = {v:?}: {e} (give an address and port, e.g. \"127.0.0.1:8086\")")
+        })?,
+    };
+    let capacity = match env("SEATRIAL_CAPACITY") {
+        Some(v) => v.parse::<usize>().map_err(|e| {
+            format!("SEATRIAL_CAPACITY = {v:?}: {e} (a whole number of concurrent trials)")
+        })?,
+        None => file.capacity.unwrap_or(1),
+    };
+    if capacity == 0 {
+        return Err("capacity must be at least 1".into());
+    }
+    let database_url = env("SEATRIAL_DATABASE_URL")
+        .or(file.database_url)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("seatrial.db").display()));
+    let mut api_tokens: Vec<ApiToken> = file.api_tokens.into_iter().map(ApiToken).collect();
+    if let Some(t) = env("SEATRIAL_API_TOKEN") {
+        api_tokens.extend(t.split(',').map(|t| ApiToken(t.trim().to_owned())));
+    }
+    api_tokens.retain(|t| !t.0.is_empty());
+    let log_format = match env("SEATRIAL_LOG_FORMAT") {
+        Some(v) if v == "json" => LogFormat::Json,
+        Some(v) if v == "text" => LogFormat::Text,
+        Some(v) => return Err(format!("SEATRIAL_LOG_FORMAT = {v:?}: use text or json")),
+        None => file.log_format.unwrap_or(LogFormat::Text),
+    };
+    let mut probe = file.probe;
+    if let Some(u) = env("SEATRIAL_PROBE_URL") {
+        probe.url = Some(u);
+    }
+    Ok(ServeConfig {
+        listen,
+        database_url,
+        data_dir,
+        capacity,
+        run_timeout: duration(
+            "SEATRIAL_RUN_TIMEOUT",
+            file.run_timeout,
+            "run_timeout",
+            Duration::from_secs(60 * 60),
+        )?,
+        lease: duration(
+            "SEATRIAL_LEASE",
+            file.lease,
+            "lease",
+            Duration::from_secs(30),
+        )?,
+        shutdown_grace: duration(
+            "SEATRIAL_SHUTDOWN_GRACE",
+            file.shutdown_grace,
+            "shutdown_grace",
+            Duration::from_secs(5 * 60),
+        )?,
+        base_domain: env("SEATRIAL_BASE_DOMAIN")
+            .or(file.base_domain)
+            .unwrap_or_else(|| "seatrial.localhost".into()),
+        api_tokens,
+        log_format,
+        request_timeout: duration(
+            "SEATRIAL_REQUEST_TIMEOUT",
+            file.request_timeout,
+            "request_timeout",
+            Duration::from_secs(30),
+        )?,
+        body_limit: file.body_limit.unwrap_or(64 * 1024),
+        public_url: env("SEATRIAL_PUBLIC_URL").or(file.public_url),
+        poll_interval: duration(
+            "SEATRIAL_POLL_INTERVAL",
+            file.poll_interval,
+            "poll_interval",
+            Duration::from_secs(2),
+        )?,
+        probe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn no_file_gives_sane_defaults() {
+        let c = load_with(None, &no_env).expect("defaults");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8086");
+        assert_eq!(c.capacity, 1);
+        assert_eq!(c.run_timeout, Duration::from_secs(3600));
+        assert!(
+            c.database_url.starts_with("sqlite://"),
+            "{}",
+            c.database_url
+        );
+        assert!(c.api_tokens.is_empty(), "no token: writes are refused");
+    }
+
+    #[test]
+    fn environment_beats_the_file() {
+        let dir = std::env::temp_dir().join(format!("seatrial-serve-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("seatrial.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:9000\"\ncapacity = 3\napi_tokens = [\"from-file\"]\nrun_timeout = \"20m\"\n",
+        )
+        .expect("write");
+        let env = |k: &str| match k {
+            "SEATRIAL_CAPACITY" => Some("2".to_owned()),
+            "SEATRIAL_API_TOKEN" => Some("from-env".to_owned()),
+            "SEATRIAL_DATABASE_URL" => Some("postgres://db/seatrial".to_owned()),
+            _ => None,
+        };
+        let c = load_with(Some(&path), &env).expect("loads");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000", "the file sets it");
+        assert_eq!(c.capacity, 2, "the environment wins");
+        assert_eq!(c.database_url, "postgres://db/seatrial");
+        assert_eq!(c.run_timeout, Duration::from_secs(1200));
+        assert!(c.api_tokens.iter().any(|t| t.matches("from-file")));
+        assert!(c.api_tokens.iter().any(|t| t.matches("from-env")));
+        assert!(!format!("{c:?}").contains("from-env"), "tokens never print");
+
+        std::fs::write(&path, "capacty = 3\n").expect("write");
+        let err = load_with(Some(&path), &no_env).expect_err("typo");
+        assert!(err.contains("capacty"), "{err}");
+        std::fs::write(&path, "run_timeout = \"soon\"\n").expect("write");
+        let err = load_with(Some(&path), &no_env).expect_err("bad duration");
+        assert!(err.contains("run_timeout"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        let t = ApiToken("s3cret".into());
+        assert!(t.matches("s3cret"));
+        assert!(!t.matches("s3cre"));
+        assert!(!t.matches("s3cret!"));
+        assert!(!t.matches(""));
+    }
+}

@@ -1,0 +1,296 @@
+//! The dashboard: server-rendered pages (no build step), readable on a phone. The run page
+//! follows its log live through server-sent events.
+
+use std::fmt::Write as _;
+
+use seatrial_store::{Run, RunState, StageRecord};
+
+use super::http::{ListQuery, ms_rfc3339};
+
+/// Escapes text for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+*{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,sans-serif;color:#1b1f24;background:#f6f7f9}
+header{background:#1d3b53;color:#fff;padding:.6rem 1rem;display:flex;gap:1rem;align-items:center;flex-wrap:wrap}
+header a{color:#fff;text-decoration:none}header strong{font-size:1.1rem;margin-right:auto}
+main{padding:1rem;max-width:70rem;margin:auto}
+table{width:100%;border-collapse:collapse;background:#fff}th,td{padding:.45rem .5rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
+th{font-size:.8rem;text-transform:uppercase;color:#57606a}
+.badge{display:inline-block;padding:.05rem .45rem;border-radius:.6rem;font-size:.8rem;font-weight:600;white-space:nowrap}
+.mode-cold{background:#dbeafe;color:#1e3a8a}.mode-quick{background:#fef3c7;color:#92400e}
+.s-queued{background:#e5e7eb}.s-running{background:#bfdbfe}.s-passed,.r-pass{background:#bbf7d0;color:#14532d}
+.s-failed,.r-fail{background:#fecaca;color:#7f1d1d}.s-errored,.s-timed_out,.r-error{background:#fed7aa;color:#7c2d12}
+.s-cancelled,.r-skipped{background:#e5e7eb;color:#374151}
+form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}form.filters input,form.filters select,form.filters button{font:inherit;padding:.3rem}
+pre#log{background:#0d1117;color:#e6edf3;padding:.75rem;overflow-x:auto;white-space:pre-wrap;word-break:break-word;min-height:8rem;font-size:.85rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem;background:#fff;padding:.75rem}dt{color:#57606a}dd{margin:0;word-break:break-all}
+.detail{white-space:pre-wrap;word-break:break-word;font-size:.85rem}
+@media (max-width:40rem){.wide{display:none}th,td{padding:.35rem .3rem}main{padding:.5rem}}
+"#;
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · seatrial</title><style>{STYLE}</style></head><body><header><strong><a href=\"/\">seatrial</a></strong><a href=\"/\">runs</a><a href=\"/queue\">queue</a><a href=\"/metrics\">metrics</a></header><main>{body}</main></body></html>",
+        esc(title)
+    )
+}
+
+pub fn mode_badge(mode: &str) -> String {
+    let m = esc(mode);
+    format!("<span class=\"badge mode-{m}\" title=\"{m} trial\">{m}</span>")
+}
+
+fn state_badge(state: RunState) -> String {
+    let s = state.as_str();
+    format!(
+        "<span class=\"badge s-{s}\" data-state=\"{s}\">{}</span>",
+        s.replace('_', " ")
+    )
+}
+
+fn duration_of(run: &Run) -> String {
+    match (run.started_at_ms, run.finished_at_ms) {
+        (Some(s), Some(f)) => seatrial_engine::fmt_duration(std::time::Duration::from_millis(
+            u64::try_from(f - s).unwrap_or(0),
+        )),
+        (Some(_), None) => "running".into(),
+        _ => String::new(),
+    }
+}
+
+pub fn list_page(runs: &[Run], queue: &[Run], q: &ListQuery, limit: i64) -> String {
+    let mut b = String::from("<h1>Runs</h1>");
+    let sel = |v: &str, cur: &Option<String>| {
+        if cur.as_deref() == Some(v) {
+            " selected"
+        } else {
+            ""
+        }
+    };
+    let _ = write!(
+        b,
+        "<form class=\"filters\" method=\"get\"><input name=\"recipe\" placeholder=\"recipe\" value=\"{}\"><select name=\"state\"><option value=\"\">any state</option>",
+        esc(q.recipe.as_deref().unwrap_or(""))
+    );
+    for s in [
+        "queued",
+        "running",
+        "passed",
+        "failed",
+        "errored",
+        "cancelled",
+        "timed_out",
+    ] {
+        let _ = write!(b, "<option{}>{s}</option>", sel(s, &q.state));
+    }
+    b.push_str("</select><select name=\"mode\"><option value=\"\">any mode</option>");
+    for m in ["cold", "quick"] {
+        let _ = write!(b, "<option{}>{m}</option>", sel(m, &q.mode));
+    }
+    b.push_str("</select><button>filter</button></form>");
+    if runs.is_empty() {
+        b.push_str("<p>No runs match.</p>");
+    } else {
+        b.push_str("<table id=\"runs\"><thead><tr><th>#</th><th>recipe</th><th>mode</th><th>state</th><th class=\"wide\">trigger</th><th class=\"wide\">created</th><th>time</th></tr></thead><tbody>");
+        for r in runs {
+            let pos = queue
+                .iter()
+                .position(|x| x.id == r.id)
+                .map(|i| format!(" <small>#{} in queue</small>", i + 1))
+                .unwrap_or_default();
+            let _ = write!(
+                b,
+                "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td><a href=\"/runs/{id}\">{recipe}</a>{reference}</td><td>{mode}</td><td>{state}{pos}</td><td class=\"wide\">{trigger}</td><td class=\"wide\">{created}</td><td>{time}</td></tr>",
+                id = r.id,
+                recipe = esc(&r.recipe),
+                reference = r
+                    .reference
+                    .as_deref()
+                    .map(|x| format!(" <small>@{}</small>", esc(x)))
+                    .unwrap_or_default(),
+                mode = mode_badge(&r.mode),
+                state = state_badge(r.state),
+                trigger = esc(&r.trigger),
+                created = ms_rfc3339(r.created_at_ms),
+                time = duration_of(r),
+            );
+        }
+        b.push_str("</tbody></table>");
+        if runs.len() as i64 == limit
+            && let Some(last) = runs.last()
+        {
+            let mut next = format!("?before={}", last.id);
+            for (k, v) in [
+                ("recipe", &q.recipe),
+                ("state", &q.state),
+                ("mode", &q.mode),
+            ] {
+                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                    let _ = write!(next, "&{k}={}", esc(&url_encode(v)));
+                }
+            }
+            let _ = write!(b, "<p><a href=\"{next}\">older runs →</a></p>");
+        }
+    }
+    page("runs", &b)
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|c| match c {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (c as char).to_string()
+            }
+            _ => format!("%{c:02X}"),
+        })
+        .collect()
+}
+
+pub fn queue_page(queue: &[Run], running: &[Run], capacity: usize) -> String {
+    let mut b = format!(
+        "<h1>Queue</h1><p>{} running, {} waiting; this server runs up to {capacity} at a time.</p>",
+        running.len(),
+        queue.len()
+    );
+    b.push_str("<table id=\"queue\"><thead><tr><th>position</th><th>#</th><th>recipe</th><th>mode</th><th class=\"wide\">queued</th></tr></thead><tbody>");
+    for r in running {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td class=\"wide\">{}</td></tr>",
+            state_badge(r.state),
+            esc(&r.recipe),
+            mode_badge(&r.mode),
+            ms_rfc3339(r.created_at_ms),
+            id = r.id
+        );
+    }
+    for (i, r) in queue.iter().enumerate() {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td class=\"wide\">{}</td></tr>",
+            i + 1,
+            esc(&r.recipe),
+            mode_badge(&r.mode),
+            ms_rfc3339(r.created_at_ms),
+            id = r.id
+        );
+    }
+    b.push_str("</tbody></table>");
+    page("queue", &b)
+}
+
+pub fn run_page(run: &Run, stages: &[StageRecord], position: Option<usize>) -> String {
+    let mut b = format!(
+        "<h1>Run {} {} <span id=\"state\">{}</span></h1>",
+        run.id,
+        mode_badge(&run.mode),
+        state_badge(run.state)
+    );
+    if run.mode == "quick" {
+        b.push_str("<p><strong>Quick run:</strong> tested against a warm copy — lower confidence than a cold run.</p>");
+    }
+    b.push_str("<dl>");
+    let mut row = |k: &str, v: String| {
+        if !v.is_empty() {
+            let _ = write!(b, "<dt>{k}</dt><dd>{v}</dd>");
+        }
+    };
+    row("recipe", esc(&run.recipe));
+    row("ref", esc(run.reference.as_deref().unwrap_or("")));
+    row("trigger", esc(&run.trigger));
+    row(
+        "requested by",
+        esc(run.requested_by.as_deref().unwrap_or("")),
+    );
+    row(
+        "queue position",
+        position.map(|p| p.to_string()).unwrap_or_default(),
+    );
+    row("attempt", run.attempt.to_string());
+    row("stack", esc(run.stack.as_deref().unwrap_or("")));
+    row("created", ms_rfc3339(run.created_at_ms));
+    row("time", duration_of(run));
+    row("reason", esc(run.reason.as_deref().unwrap_or("")));
+    b.push_str("</dl><h2>Stages</h2>");
+    if stages.is_empty() {
+        b.push_str("<p id=\"no-stages\">No stage has finished yet.</p>");
+    } else {
+        b.push_str("<table id=\"stages\"><thead><tr><th>stage</th><th>result</th><th>time</th><th class=\"wide\">detail</th></tr></thead><tbody>");
+        for s in stages {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td><span class=\"badge r-{r}\">{r}</span></td><td>{}</td><td class=\"wide detail\">{}</td></tr>",
+                esc(&s.name),
+                seatrial_engine::fmt_duration(std::time::Duration::from_millis(
+                    u64::try_from(s.duration_ms).unwrap_or(0)
+                )),
+                esc(&s.detail),
+                r = esc(&s.result),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    let _ = write!(
+        b,
+        "<h2>Log</h2><pre id=\"log\" data-lines=\"0\"></pre><p><small><a href=\"/api/runs/{id}/log\">log as JSON</a> · <a href=\"/api/runs/{id}\">run as JSON</a></small></p>
+<script>
+(function () {{
+  var log = document.getElementById('log'), state = document.getElementById('state');
+  var es = new EventSource('/runs/{id}/events');
+  es.addEventListener('log', function (e) {{
+    log.appendChild(document.createTextNode(e.data + '\\n'));
+    log.dataset.lines = String(Number(log.dataset.lines) + 1);
+  }});
+  es.addEventListener('state', function (e) {{
+    var s = e.data;
+    if (state.textContent.indexOf(s.replace('_', ' ')) < 0) {{
+      state.innerHTML = '<span class=\"badge s-' + s + '\" data-state=\"' + s + '\">' + s.replace('_', ' ') + '</span>';
+    }}
+  }});
+  es.addEventListener('end', function () {{
+    es.close();
+    // The run ended while this page was open: load it again for the final stages table.
+    if (!{done}) {{ setTimeout(function () {{ location.reload(); }}, 500); }}
+  }});
+}})();
+</script>",
+        id = run.id,
+        done = run.state.is_terminal(),
+    );
+    page(&format!("run {}", run.id), &b)
+}
+
+pub fn error_page(status: u16, message: &str) -> String {
+    page(
+        &format!("error {status}"),
+        &format!("<h1>{status}</h1><p>{}</p>", esc(message)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_user_supplied() {
+        assert_eq!(
+            esc("<script>\"x\" & 'y'</script>"),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+        assert_eq!(url_encode("a b&c"), "a%20b%26c");
+    }
+}

@@ -1,0 +1,215 @@
+//! Prometheus metrics, rendered in the text exposition format. Counts that must survive restarts
+//! (runs by state and mode, queue depth, leases) come from the store at scrape time; durations
+//! and HTTP figures are this process's own.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Bucket bounds in seconds.
+const HTTP_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+const STAGE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.buckets.len() != bounds.len() {
+            self.buckets = vec![0; bounds.len()];
+        }
+        for (i, b) in bounds.iter().enumerate() {
+            if v <= *b {
+                self.buckets[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in bounds.iter().enumerate() {
+            let n = self.buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (method, route, status) → count
+    requests: BTreeMap<(String, String, u16), u64>,
+    /// route → latency
+    latency: BTreeMap<String, Histogram>,
+    /// (stage, result) → duration
+    stages: BTreeMap<(String, String), Histogram>,
+    /// (mode, state) → duration
+    trials: BTreeMap<(String, String), Histogram>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+/// What the store says at scrape time.
+pub struct StoreFigures {
+    pub queued: i64,
+    pub running: i64,
+    pub active_leases: i64,
+    pub by_state_and_mode: Vec<(String, String, i64)>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard);
+    }
+
+    pub fn http(&self, method: &str, route: &str, status: u16, took: Duration) {
+        self.with(|m| {
+            *m.requests
+                .entry((method.to_owned(), route.to_owned(), status))
+                .or_default() += 1;
+            m.latency
+                .entry(route.to_owned())
+                .or_default()
+                .observe(&HTTP_BUCKETS, took.as_secs_f64());
+        });
+    }
+
+    pub fn stage(&self, stage: &str, result: &str, took: Duration) {
+        self.with(|m| {
+            m.stages
+                .entry((stage.to_owned(), result.to_owned()))
+                .or_default()
+                .observe(&STAGE_BUCKETS, took.as_secs_f64());
+        });
+    }
+
+    pub fn trial(&self, mode: &str, state: &str, took: Duration) {
+        self.with(|m| {
+            m.trials
+                .entry((mode.to_owned(), state.to_owned()))
+                .or_default()
+                .observe(&STAGE_BUCKETS, took.as_secs_f64());
+        });
+    }
+
+    pub fn render(&self, store: &StoreFigures) -> String {
+        let mut out = String::new();
+        let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        out.push_str("# HELP seatrial_queue_depth Runs waiting to be claimed.\n# TYPE seatrial_queue_depth gauge\n");
+        let _ = writeln!(out, "seatrial_queue_depth {}", store.queued);
+        out.push_str("# HELP seatrial_runs_running Runs being tried now (all servers).\n# TYPE seatrial_runs_running gauge\n");
+        let _ = writeln!(out, "seatrial_runs_running {}", store.running);
+        out.push_str("# HELP seatrial_active_leases Unexpired leases held by servers.\n# TYPE seatrial_active_leases gauge\n");
+        let _ = writeln!(out, "seatrial_active_leases {}", store.active_leases);
+        out.push_str("# HELP seatrial_runs Runs in the store by state and mode.\n# TYPE seatrial_runs gauge\n");
+        for (state, mode, n) in &store.by_state_and_mode {
+            let _ = writeln!(
+                out,
+                "seatrial_runs{{state=\"{}\",mode=\"{}\"}} {n}",
+                escape(state),
+                escape(mode)
+            );
+        }
+        out.push_str("# HELP seatrial_stage_duration_seconds Trial stage durations (this process).\n# TYPE seatrial_stage_duration_seconds histogram\n");
+        for ((stage, result), h) in &m.stages {
+            let labels = format!("stage=\"{}\",result=\"{}\"", escape(stage), escape(result));
+            h.render(
+                &mut out,
+                "seatrial_stage_duration_seconds",
+                &labels,
+                &STAGE_BUCKETS,
+            );
+        }
+        out.push_str("# HELP seatrial_trial_duration_seconds Whole trial durations (this process).\n# TYPE seatrial_trial_duration_seconds histogram\n");
+        for ((mode, state), h) in &m.trials {
+            let labels = format!("mode=\"{}\",state=\"{}\"", escape(mode), escape(state));
+            h.render(
+                &mut out,
+                "seatrial_trial_duration_seconds",
+                &labels,
+                &STAGE_BUCKETS,
+            );
+        }
+        out.push_str("# HELP seatrial_http_requests_total HTTP requests by method, route and status.\n# TYPE seatrial_http_requests_total counter\n");
+        for ((method, route, status), n) in &m.requests {
+            let _ = writeln!(
+                out,
+                "seatrial_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                escape(method),
+                escape(route)
+            );
+        }
+        out.push_str("# HELP seatrial_http_request_duration_seconds HTTP latency by route.\n# TYPE seatrial_http_request_duration_seconds histogram\n");
+        for (route, h) in &m.latency {
+            let labels = format!("route=\"{}\"", escape(route));
+            h.render(
+                &mut out,
+                "seatrial_http_request_duration_seconds",
+                &labels,
+                &HTTP_BUCKETS,
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_counts_and_buckets() {
+        let m = Metrics::default();
+        m.http("GET", "/api/runs/{id}", 200, Duration::from_millis(3));
+        m.http("GET", "/api/runs/{id}", 200, Duration::from_millis(30));
+        m.stage("install", "pass", Duration::from_secs(2));
+        let text = m.render(&StoreFigures {
+            queued: 4,
+            running: 1,
+            active_leases: 1,
+            by_state_and_mode: vec![("passed".into(), "cold".into(), 7)],
+        });
+        assert!(text.contains("seatrial_queue_depth 4\n"), "{text}");
+        assert!(text.contains("seatrial_runs{state=\"passed\",mode=\"cold\"} 7\n"));
+        assert!(text.contains(
+            "seatrial_http_requests_total{method=\"GET\",route=\"/api/runs/{id}\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "seatrial_http_request_duration_seconds_bucket{route=\"/api/runs/{id}\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "seatrial_http_request_duration_seconds_bucket{route=\"/api/runs/{id}\",le=\"+Inf\"} 2\n"
+        ));
+        assert!(text.contains(
+            "seatrial_stage_duration_seconds_count{stage=\"install\",result=\"pass\"} 1\n"
+        ));
+    }
+}

@@ -1,0 +1,104 @@
+//! `seatrial serve`: the queue runner and the HTTP edge over the store. Trials run inside the
+//! server exactly as on the command line.
+
+pub mod config;
+pub mod dashboard;
+pub mod http;
+pub mod metrics;
+pub mod worker;
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::exit::{self, Failure};
+use config::ServeConfig;
+use worker::Shared;
+
+pub async fn run(config: ServeConfig) -> Result<(), Failure> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Failure::new(
+            exit::BAD_INPUT,
+            format!(
+                "cannot create the data directory {}: {e} (set SEATRIAL_DATA_DIR or data_dir)",
+                config.data_dir.display()
+            ),
+        )
+    })?;
+    let store = seatrial_store::Store::open(&config.database_url)
+        .await
+        .map_err(|e| Failure::new(exit::INFRASTRUCTURE, e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            Failure::new(
+                exit::BAD_INPUT,
+                format!(
+                    "cannot listen on {}: {e} (set SEATRIAL_LISTEN or listen)",
+                    config.listen
+                ),
+            )
+        })?;
+    let shared = Arc::new(Shared::new(store, config));
+    tracing::info!(
+        listen = %shared.config.listen,
+        database = shared.store.backend(),
+        capacity = shared.config.capacity,
+        owner = %shared.owner,
+        "seatrial serve starts"
+    );
+    if shared.config.api_tokens.is_empty() {
+        tracing::warn!(
+            "no API token configured: the API refuses every write (set SEATRIAL_API_TOKEN)"
+        );
+    }
+    eprintln!(
+        "seatrial serve: listening on http://{} ({} store, capacity {})",
+        shared.config.listen,
+        shared.store.backend(),
+        shared.config.capacity
+    );
+    // Crash recovery first: runs of dead servers are reaped before anything is claimed.
+    worker::reap_once(&shared).await;
+    let reaper = tokio::spawn(worker::reap_loop(shared.clone()));
+    let queue = tokio::spawn(worker::run_queue(shared.clone()));
+
+    let install = |kind| {
+        signal(kind)
+            .map_err(|e| Failure::new(exit::INFRASTRUCTURE, format!("cannot handle signals: {e}")))
+    };
+    let mut int = install(SignalKind::interrupt())?;
+    let mut term = install(SignalKind::terminate())?;
+    let stop_http = tokio_util::sync::CancellationToken::new();
+    let server = {
+        let app = http::router(shared.clone());
+        let stop = stop_http.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    tracing::info!("shutdown requested: no new claims; running trials may finish");
+    eprintln!(
+        "seatrial serve: shutting down — running trials get {} to finish (signal again to cancel them now)",
+        seatrial_engine::fmt_duration(shared.config.shutdown_grace)
+    );
+    shared.shutdown.cancel();
+    let mut queue = queue;
+    tokio::select! {
+        _ = &mut queue => {},
+        _ = async { tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} } } => {
+            eprintln!("seatrial serve: cancelling running trials now (teardown still runs)");
+            shared.cancel_all_running();
+            let _ = queue.await;
+        }
+    }
+    reaper.abort();
+    stop_http.cancel();
+    // Live views end once their runs are over; don't wait on idle clients for long.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    tracing::info!("seatrial serve stopped");
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! `seatrial serve` as operators run it: the real binary, a real store, real trials on the real
+//! engine. What is checked is what a user of the API, the dashboard or `seatrial runs` sees.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-9f2c";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("seatrial-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running `seatrial serve`; killed (SIGKILL) when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(data: &Path, database_url: Option<&str>, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = data.join(format!("serve-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_seatrial"));
+        cmd.arg("serve")
+            .env("SEATRIAL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SEATRIAL_DATA_DIR", data)
+            .env("SEATRIAL_API_TOKEN", TOKEN)
+            .env("SEATRIAL_POLL_INTERVAL", "1s")
+            .env_remove("SEATRIAL_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(url) = database_url {
+            cmd.env("SEATRIAL_DATABASE_URL", url);
+        } else {
+            cmd.env_remove("SEATRIAL_DATABASE_URL");
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start seatrial serve");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if let Ok(r) = http("GET", &format!("{}/healthz", server.base), None, None)
+                && r.0 == 200
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("seatrial serve did not come up: {}", server.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, body, _) = http("GET", &self.url(path), None, None).expect("GET");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    }
+
+    fn enqueue(&self, recipe: &str) -> i64 {
+        let (status, body, _) = http(
+            "POST",
+            &self.url("/api/runs"),
+            Some(TOKEN),
+            Some(&json!({ "recipe": recipe, "mode": "cold" })),
+        )
+        .expect("POST");
+        assert_eq!(status, 201, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["state"], "queued");
+        v["id"].as_i64().expect("id")
+    }
+
+    /// Waits until the run is in a terminal state and returns it.
+    fn wait_done(&self, id: i64, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let run = self.get(&format!("/api/runs/{id}"));
+            let state = run["state"].as_str().unwrap_or_default().to_owned();
+            if !matches!(state.as_str(), "queued" | "running") {
+                return run;
+            }
+            assert!(
+                Instant::now() < until,
+                "run {id} still {state} after {within:?}: {run:#}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client (std only), enough for these tests: (status, body, headers).
+fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nX-Request-Id: test-{}\r\n",
+        if path.is_empty() { "/" } else { path },
+        std::process::id()
+    );
+    if let Some(t) = token {
+        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if body.is_some() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(&payload);
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body, head.to_owned()))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Everything on the engine labelled with the stack's namespace.
+fn leftovers(stack: &str) -> String {
+    let label = format!("label=com.docker.stack.namespace={stack}");
+    let mut out = String::new();
+    for args in [
+        vec!["service", "ls", "-q", "--filter", &label],
+        vec!["ps", "-aq", "--filter", &label],
+        vec!["network", "ls", "-q", "--filter", &label],
+        vec!["volume", "ls", "-q", "--filter", &label],
+        vec!["secret", "ls", "-q", "--filter", &label],
+    ] {
+        let o = Command::new("docker").args(&args).output().expect("docker");
+        out.push_str(String::from_utf8_lossy(&o.stdout).trim());
+    }
+    out
+}
+
+/// A one-service recipe without published ports, so several trials can run at once.
+fn portless_recipe(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(
+        dir.join("compose.yml"),
+        "services:\n  web:\n    image: seatrial-fixture/web:2\n",
+    )
+    .expect("write");
+    dir.to_str().expect("utf8").to_owned()
+}
+
+fn stage_names(run: &Value) -> Vec<(String, String)> {
+    run["stages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["result"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn api_queues_a_real_trial_and_shows_its_stages_and_metrics() {
+    let data = scratch("e2e");
+    let server = Server::start(&data, None, &[]);
+
+    // Writes without (or with a wrong) token are refused and queue nothing.
+    let body = json!({ "recipe": "examples/hello" });
+    let (status, text, head) =
+        http("POST", &server.url("/api/runs"), None, Some(&body)).expect("POST");
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (status, _, _) =
+        http("POST", &server.url("/api/runs"), Some("wrong"), Some(&body)).expect("POST");
+    assert_eq!(status, 401);
+    assert_eq!(
+        server.get("/api/runs")["runs"],
+        json!([]),
+        "nothing was queued"
+    );
+    let (status, text, _) = http(
+        "POST",
+        &server.url("/api/runs"),
+        Some(TOKEN),
+        Some(&json!({ "recipe": "x", "mode": "quick" })),
+    )
+    .expect("POST");
+    assert_eq!(status, 422, "quick mode is refused until it exists: {text}");
+
+    // The request id is propagated back.
+    let (_, _, head) = http("GET", &server.url("/healthz"), None, None).expect("GET");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("x-request-id: test-{}", std::process::id())),
+        "{head}"
+    );
+
+    let recipe = repo_root().join("examples/hello");
+    let id = server.enqueue(recipe.to_str().expect("utf8"));
+    let run = server.wait_done(id, Duration::from_secs(180));
+    assert_eq!(run["state"], "passed", "{run:#}\n{}", server.log_text());
+    assert_eq!(run["mode"], "cold");
+    assert_eq!(run["attempt"], 1);
+    let stages = stage_names(&run);
+    for name in ["prepare", "install", "serve", "teardown"] {
+        assert!(
+            stages.contains(&(name.to_owned(), "pass".to_owned())),
+            "stage {name} passed: {stages:?}"
+        );
+    }
+    assert!(run["stages"][1]["duration_ms"].as_i64().expect("ms") > 0);
+    let stack = run["stack"].as_str().expect("stack");
+    assert_eq!(leftovers(stack), "", "the trial tore down");
+
+    // The log has the stage lines.
+    let log = server.get(&format!("/api/runs/{id}/log"));
+    let lines: Vec<&str> = log["log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter_map(|c| c["text"].as_str())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("✓ install pass")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("passed after")),
+        "{lines:#?}"
+    );
+
+    // Metrics count it.
+    let (status, metrics, _) = http("GET", &server.url("/metrics"), None, None).expect("GET");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("seatrial_runs{state=\"passed\",mode=\"cold\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("seatrial_queue_depth 0"), "{metrics}");
+    assert!(
+        metrics
+            .contains("seatrial_stage_duration_seconds_count{stage=\"install\",result=\"pass\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "seatrial_http_requests_total{method=\"POST\",route=\"/api/runs\",status=\"401\"} 2"
+        ),
+        "{metrics}"
+    );
+    let (status, ready, _) = http("GET", &server.url("/readyz"), None, None).expect("GET");
+    assert_eq!(status, 200, "{ready}");
+
+    // The dashboard lists it with its mode, and the run page shows the stages.
+    let (_, list, _) = http("GET", &server.url("/?state=passed"), None, None).expect("GET");
+    assert!(list.contains(&format!("href=\"/runs/{id}\"")), "{list}");
+    assert!(list.contains("mode-cold"), "{list}");
+    let (_, page, _) = http("GET", &server.url(&format!("/runs/{id}")), None, None).expect("GET");
+    assert!(
+        page.contains("<table id=\"stages\">") && page.contains(">install<"),
+        "{page}"
+    );
+
+    // The operator's CLI sees the same.
+    let o = Command::new(env!("CARGO_BIN_EXE_seatrial"))
+        .args(["runs", "show", &id.to_string(), "--server", &server.base])
+        .output()
+        .expect("runs show");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("passed") && out.contains("install"), "{out}");
+    let o = Command::new(env!("CARGO_BIN_EXE_seatrial"))
+        .args(["runs", "cancel", &id.to_string(), "--server", &server.base])
+        .env_remove("SEATRIAL_API_TOKEN")
+        .output()
+        .expect("runs cancel");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "cancel without a token is refused"
+    );
+    assert!(
+        !server.log_text().contains(TOKEN),
+        "the token never reaches the log"
+    );
+}
+
+#[test]
+fn killed_server_run_is_recovered_and_its_stack_removed() {
+    let data = scratch("crash");
+    let recipe = portless_recipe(&data.join("recipe"));
+    let fast = [("SEATRIAL_LEASE", "3s")];
+    let first = Server::start(&data, None, &fast);
+    let id = first.enqueue(&recipe);
+    // Wait until its app is on the engine, then kill -9 the server mid-trial.
+    let until = Instant::now() + Duration::from_secs(60);
+    let stack = loop {
+        let run = first.get(&format!("/api/runs/{id}"));
+        if let Some(stack) = run["stack"].as_str()
+            && run["state"] == "running"
+            && !leftovers(stack).is_empty()
+        {
+            break stack.to_owned();
+        }
+        assert!(Instant::now() < until, "the trial never started: {run:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(first);
+
+    let second = Server::start(&data, None, &fast);
+    let run = second.wait_done(id, Duration::from_secs(120));
+    assert_eq!(run["state"], "passed", "{run:#}\n{}", second.log_text());
+    assert_eq!(run["attempt"], 2, "re-queued once after the crash");
+    assert_eq!(
+        leftovers(&stack),
+        "",
+        "the killed attempt's stack was removed"
+    );
+    let log = second.get(&format!("/api/runs/{id}/log"));
+    let text: Vec<&str> = log["log"]
+        .as_array()
+        .expect("log")
+        .iter()
+        .filter_map(|c| c["text"].as_str())
+        .collect();
+    assert!(
+        text.iter()
+            .any(|l| l.contains("expired") && l.contains("re-queued")),
+        "the log says why it ran again: {text:#?}"
+    );
+    let now = run["stack"].as_str().expect("stack");
+    assert_eq!(leftovers(now), "");
+    assert_eq!(
+        second.get("/api/runs?state=running")["runs"],
+        json!([]),
+        "nothing stays running"
+    );
+}
+
+#[test]
+fn two_servers_on_one_postgres_run_each_of_20_runs_once() {
+    let url = std::env::var("SEATRIAL_TEST_POSTGRES_URL").expect(
+        "SEATRIAL_TEST_POSTGRES_URL is not set: run scripts/setup.sh (it starts PostgreSQL) and scripts/test.sh",
+    );
+    // A database of its own, so the count is exact.
+    let db = format!("seatrial_serve_{}", std::process::id());
+    let psql = |sql: &str| {
+        let o = Command::new("psql")
+            .arg(&url)
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            o.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db}"));
+    psql(&format!("CREATE DATABASE {db}"));
+    let (base, _) = url.rsplit_once('/').expect("a database in the URL");
+    let own = format!("{base}/{db}");
+
+    let data = scratch("pg");
+    let recipe = portless_recipe(&data.join("recipe"));
+    let a = Server::start(&data.join("a"), Some(&own), &[]);
+    let ids: Vec<i64> = (0..20).map(|_| a.enqueue(&recipe)).collect();
+    let b = Server::start(&data.join("b"), Some(&own), &[]);
+    let mut owners = std::collections::HashMap::new();
+    for id in &ids {
+        let run = b.wait_done(*id, Duration::from_secs(600));
+        assert_eq!(run["state"], "passed", "{run:#}");
+        assert_eq!(run["attempt"], 1, "run {id} was claimed once");
+        let log = a.get(&format!("/api/runs/{id}/log"));
+        let starts: Vec<String> = log["log"]
+            .as_array()
+            .expect("log")
+            .iter()
+            .filter_map(|c| c["text"].as_str())
+            .filter(|l| l.starts_with("attempt "))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(starts.len(), 1, "run {id} ran exactly once: {starts:?}");
+        let owner = starts[0]
+            .split(" on ")
+            .nth(1)
+            .and_then(|s| s.split(':').nth(1))
+            .unwrap_or_default()
+            .to_owned();
+        *owners.entry(owner).or_insert(0) += 1;
+    }
+    assert_eq!(owners.values().sum::<i32>(), 20);
+    assert_eq!(owners.len(), 2, "both servers took runs: {owners:?}");
+    drop((a, b));
+    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+}
+
+/// A headless Chromium driven through chromedriver (WebDriver), at a phone's screen size.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = http(
+            "DELETE",
+            &format!("{}/session/{}", self.base, self.session),
+            None,
+            None,
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is missing: scripts/setup.sh installs Debian's chromium and chromium-driver");
+        let base = format!("http://127.0.0.1:{port}");
+        let until = Instant::now() + Duration::from_secs(30);
+        while http("GET", &format!("{base}/status"), None, None).is_err() {
+            assert!(Instant::now() < until, "chromedriver did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=390,844"]
+            }
+        }}});
+        let (status, body, _) =
+            http("POST", &format!("{base}/session"), None, Some(&caps)).expect("new session");
+        assert_eq!(status, 200, "chromium did not start: {body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        let driver_base = base;
+        Self {
+            driver,
+            base: driver_base,
+            session,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let (status, text, _) = http(method, &url, None, Some(body)).expect("webdriver");
+        assert_eq!(status, 200, "{method} {path}: {text}");
+        serde_json::from_str::<Value>(&text).expect("json")["value"].clone()
+    }
+
+    fn open(&self, url: &str) {
+        self.call("POST", "/url", &json!({ "url": url }));
+    }
+
+    fn eval(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            &json!({ "script": script, "args": [] }),
+        )
+    }
+}
+
+#[test]
+fn dashboard_in_a_browser_follows_the_live_log() {
+    let data = scratch("browser");
+    let dir = data.join("recipe");
+    let recipe = portless_recipe(&dir);
+    // A test that takes a while and talks, so the log grows while the page is open.
+    std::fs::create_dir_all(dir.join("tests")).expect("dir");
+    let script = dir.join("tests/01-slow");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nfor i in 1 2 3 4 5 6; do echo step $i; sleep 1; done\n",
+    )
+    .expect("write");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let server = Server::start(&data, None, &[]);
+    let id = server.enqueue(&recipe);
+    let browser = Browser::start();
+
+    // Open the run page while the run is queued or running.
+    browser.open(&server.url(&format!("/runs/{id}")));
+    let lines = || {
+        browser
+            .eval(
+                "var l = document.getElementById('log'); return l ? Number(l.dataset.lines) : -1;",
+            )
+            .as_i64()
+            .unwrap_or(-1)
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let n = lines();
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < until, "no log line reached the page");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut advanced = false;
+    while Instant::now() < until + Duration::from_secs(60) {
+        let text =
+            browser.eval("var l = document.getElementById('log'); return l ? l.textContent : '';");
+        if lines() > first && text.as_str().is_some_and(|t| t.contains("install")) {
+            advanced = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        advanced,
+        "the live log did not advance past {first} line(s)"
+    );
+
+    // When the run ends, the page shows the verdict and the stages table.
+    let run = server.wait_done(id, Duration::from_secs(120));
+    assert_eq!(run["state"], "passed", "{run:#}");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = browser.eval(
+            "var s = document.querySelector('#state [data-state]'); return s ? s.dataset.state : '';",
+        );
+        let stages = browser.eval("return !!document.getElementById('stages');");
+        if state == "passed" && stages == json!(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the page did not show the end: {state} {stages}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = browser.eval("return document.getElementById('log').textContent;");
+    assert!(
+        log.as_str().is_some_and(|t| t.contains("tests pass")),
+        "the whole log is on the page: {log}"
+    );
+
+    // Usable on a phone: the run list fits the 390 px wide screen without sideways scrolling.
+    browser.open(&server.url("/"));
+    let overflow = browser.eval(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    );
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "the run list scrolls sideways on a phone by {overflow} px"
+    );
+    let mode = browser
+        .eval("var b = document.querySelector('#runs .mode-cold'); return b ? b.textContent : '';");
+    assert_eq!(mode, "cold", "every run says its mode");
+}
