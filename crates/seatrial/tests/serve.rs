@@ -46,6 +46,7 @@ impl Drop for Server {
 impl Server {
     fn start(data: &Path, database_url: Option<&str>, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
+        std::fs::create_dir_all(data).expect("data dir");
         let log = data.join(format!("serve-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_seatrial"));
         cmd.arg("serve")
@@ -159,8 +160,33 @@ fn http(
     request.push_str("\r\n");
     request.push_str(&payload);
     stream.write_all(request.as_bytes())?;
+    // Read the head, then exactly Content-Length bytes when given (chromedriver announces
+    // `Connection: close` but keeps the connection open); else to the end.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut buf = [0u8; 16 * 1024];
+    let mut wanted = None;
+    loop {
+        if let Some(total) = wanted
+            && raw.len() >= total
+        {
+            break;
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if wanted.is_none()
+            && let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            wanted = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .map(|len| end + 4 + len);
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
