@@ -25,6 +25,19 @@ pub struct TestResult {
     pub stderr: String,
 }
 
+/// Kills a process group when dropped.
+struct GroupKill(u32);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// The executables of `tests/`, sorted; other files (docs, seatrial.toml) are not tests.
 pub fn discover(recipe_dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(recipe_dir.join("tests")) else {
@@ -69,6 +82,8 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so what it starts is stopped with it.
+        .process_group(0)
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
@@ -83,6 +98,9 @@ pub async fn run(
             };
         }
     };
+    // However the test ends — exit, timeout, or the trial cancelled under it — nothing it
+    // started outlives it.
+    let _group = child.id().map(GroupKill);
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let read_out = async {

@@ -676,3 +676,81 @@ fn dashboard_in_a_browser_follows_the_live_log() {
         .eval("var b = document.querySelector('#runs .mode-cold'); return b ? b.textContent : '';");
     assert_eq!(mode, "cold", "every run says its mode");
 }
+
+#[test]
+fn run_timeout_and_cancel_stop_running_trials_with_teardown() {
+    let data = scratch("stop");
+    let dir = data.join("recipe");
+    let recipe = portless_recipe(&dir);
+    std::fs::create_dir_all(dir.join("tests")).expect("dir");
+    let script = dir.join("tests/01-forever");
+    std::fs::write(&script, "#!/bin/sh\nsleep 120\n").expect("write");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let server = Server::start(&data, None, &[("SEATRIAL_CAPACITY", "2")]);
+
+    let (status, body, _) = http(
+        "POST",
+        &server.url("/api/runs"),
+        Some(TOKEN),
+        Some(&json!({ "recipe": recipe, "timeout": "6s" })),
+    )
+    .expect("POST");
+    assert_eq!(status, 201, "{body}");
+    let timed: Value = serde_json::from_str(&body).expect("json");
+    let timed = timed["id"].as_i64().expect("id");
+    let cancelled = server.enqueue(&recipe);
+
+    // Cancel the second once its tests run, through the operator's CLI.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = server.get(&format!("/api/runs/{cancelled}/log"));
+        if log["log"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|c| c["text"].as_str().is_some_and(|t| t.starts_with("▶ tests")))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "run {cancelled} never reached its tests: {log:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_seatrial"))
+        .args([
+            "runs",
+            "cancel",
+            &cancelled.to_string(),
+            "--server",
+            &server.base,
+        ])
+        .env("SEATRIAL_API_TOKEN", TOKEN)
+        .output()
+        .expect("runs cancel");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    for (id, state, why) in [
+        (timed, "timed_out", "run timeout of 6"),
+        (cancelled, "cancelled", "cancelled"),
+    ] {
+        let run = server.wait_done(id, Duration::from_secs(90));
+        assert_eq!(run["state"], state, "{run:#}");
+        assert!(
+            run["reason"].as_str().is_some_and(|r| r.contains(why)),
+            "{run:#}"
+        );
+        let teardown = run["stages"]
+            .as_array()
+            .expect("stages")
+            .iter()
+            .find(|s| s["name"] == "teardown")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(teardown["result"], "pass", "{run:#}");
+        assert_eq!(leftovers(run["stack"].as_str().expect("stack")), "");
+    }
+}
