@@ -396,20 +396,50 @@ impl Store {
             0 => 50,
             n => n.clamp(1, 500),
         };
+        // Only the filters given, so the (state, id) / (recipe, id) / (mode, id) indexes serve.
+        let mut clauses = Vec::new();
+        let mut n = 0;
+        let mut next = |column: &str, op: &str| {
+            n += 1;
+            clauses.push(format!("{column} {op} ${n}"));
+        };
+        if filter.recipe.is_some() {
+            next("recipe", "=");
+        }
+        if filter.state.is_some() {
+            next("state", "=");
+        }
+        if filter.mode.is_some() {
+            next("mode", "=");
+        }
+        if filter.before_id.is_some() {
+            next("id", "<");
+        }
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs \
-             WHERE ($1 IS NULL OR recipe = $1) AND ($2 IS NULL OR state = $2) \
-               AND ($3 IS NULL OR mode = $3) AND ($4 IS NULL OR id < $4) \
-             ORDER BY id DESC LIMIT $5"
+            "SELECT {RUN_COLUMNS} FROM runs {} ORDER BY id DESC LIMIT ${}",
+            if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            },
+            n + 1
         );
-        let rows: Vec<RunRow> = on_pool!(self, p => sqlx::query_as(&sql)
-            .bind(&filter.recipe)
-            .bind(filter.state.map(RunState::as_str))
-            .bind(&filter.mode)
-            .bind(filter.before_id)
-            .bind(limit)
-            .fetch_all(p)
-            .await)
+        let rows: Vec<RunRow> = on_pool!(self, p => {
+            let mut q = sqlx::query_as(&sql);
+            if let Some(r) = &filter.recipe {
+                q = q.bind(r);
+            }
+            if let Some(st) = filter.state {
+                q = q.bind(st.as_str());
+            }
+            if let Some(m) = &filter.mode {
+                q = q.bind(m);
+            }
+            if let Some(b) = filter.before_id {
+                q = q.bind(b);
+            }
+            q.bind(limit).fetch_all(p).await
+        })
         .map_err(query_error("listing runs"))?;
         runs(rows)
     }

@@ -523,7 +523,7 @@ async fn readyz(State(shared): State<AppState>) -> Response {
 }
 
 async fn metrics(State(shared): State<AppState>) -> Result<Response, ApiError> {
-    let stats = shared.store.stats().await?;
+    let stats = shared.stats().await?;
     let text = shared.metrics.render(&StoreFigures {
         queued: stats.queued,
         running: stats.running,

@@ -52,6 +52,8 @@ pub struct Shared {
     /// Cancellation of the trials running here, by run id.
     running: Mutex<HashMap<i64, Running>>,
     pub shutdown: CancellationToken,
+    /// The store's counts, reused for a second: scrapes and dashboards never queue on them.
+    stats: tokio::sync::Mutex<Option<(Instant, seatrial_store::Stats)>>,
 }
 
 impl Shared {
@@ -74,6 +76,7 @@ impl Shared {
             changes,
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            stats: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -98,6 +101,19 @@ impl Shared {
                 .get_or_insert(Stop::Cancelled);
             token.cancel();
         }
+    }
+
+    /// Counts by state and mode, at most a second old.
+    pub async fn stats(&self) -> Result<seatrial_store::Stats, seatrial_store::StoreError> {
+        let mut cached = self.stats.lock().await;
+        if let Some((at, stats)) = cached.as_ref()
+            && at.elapsed() < Duration::from_secs(1)
+        {
+            return Ok(stats.clone());
+        }
+        let stats = self.store.stats().await?;
+        *cached = Some((Instant::now(), stats.clone()));
+        Ok(stats)
     }
 
     /// Cancels every trial running here because the server is going away (teardown still runs).
