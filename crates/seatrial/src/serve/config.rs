@@ -60,6 +60,16 @@ pub struct ServeConfig {
     pub poll_interval: Duration,
     /// Default probe strategy/url/timeout for every trial (recipes and runs may override).
     pub probe: ProbeDefaults,
+    /// Per-recipe run timeouts (recipe as queued → timeout), over `run_timeout`.
+    pub run_timeouts: std::collections::BTreeMap<String, Duration>,
+}
+
+impl ServeConfig {
+    /// The time limit of a run: its own, else its recipe's, else the server's.
+    pub fn timeout_for(&self, recipe: &str, own: Option<Duration>) -> Duration {
+        own.or_else(|| self.run_timeouts.get(recipe.trim_end_matches('/')).copied())
+            .unwrap_or(self.run_timeout)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -90,6 +100,8 @@ struct File {
     poll_interval: Option<String>,
     #[serde(default)]
     probe: ProbeDefaults,
+    #[serde(default)]
+    run_timeouts: std::collections::BTreeMap<String, String>,
     /// The forge integration's tables: accepted here so operators' files keep working.
     #[serde(default)]
     #[allow(dead_code)]
@@ -162,6 +174,12 @@ pub fn load_with(
         Some(v) => return Err(format!("SEATRIAL_LOG_FORMAT = {v:?}: use text or json")),
         None => file.log_format.unwrap_or(LogFormat::Text),
     };
+    let mut run_timeouts = std::collections::BTreeMap::new();
+    for (recipe, t) in file.run_timeouts {
+        let d = seatrial_recipe::parse_duration(&t)
+            .map_err(|e| format!("run_timeouts.{recipe:?} = {t:?}: {e} (e.g. \"90m\")"))?;
+        run_timeouts.insert(recipe.trim_end_matches('/').to_owned(), d);
+    }
     let mut probe = file.probe;
     if let Some(u) = env("SEATRIAL_PROBE_URL") {
         probe.url = Some(u);
@@ -209,6 +227,7 @@ pub fn load_with(
             Duration::from_secs(2),
         )?,
         probe,
+        run_timeouts,
     })
 }
 
@@ -241,7 +260,7 @@ mod tests {
         let path = dir.join("seatrial.toml");
         std::fs::write(
             &path,
-            "listen = \"0.0.0.0:9000\"\ncapacity = 3\napi_tokens = [\"from-file\"]\nrun_timeout = \"20m\"\n",
+            "listen = \"0.0.0.0:9000\"\ncapacity = 3\napi_tokens = [\"from-file\"]\nrun_timeout = \"20m\"\n[run_timeouts]\n\"recipes/heavy\" = \"2h\"\n",
         )
         .expect("write");
         let env = |k: &str| match k {
@@ -255,6 +274,19 @@ mod tests {
         assert_eq!(c.capacity, 2, "the environment wins");
         assert_eq!(c.database_url, "postgres://db/seatrial");
         assert_eq!(c.run_timeout, Duration::from_secs(1200));
+        assert_eq!(
+            c.timeout_for("recipes/heavy/", None),
+            Duration::from_secs(7200)
+        );
+        assert_eq!(
+            c.timeout_for("recipes/light", None),
+            Duration::from_secs(1200)
+        );
+        assert_eq!(
+            c.timeout_for("recipes/heavy", Some(Duration::from_secs(60))),
+            Duration::from_secs(60),
+            "a run's own timeout wins"
+        );
         assert!(c.api_tokens.iter().any(|t| t.matches("from-file")));
         assert!(c.api_tokens.iter().any(|t| t.matches("from-env")));
         assert!(!format!("{c:?}").contains("from-env"), "tokens never print");
@@ -266,6 +298,14 @@ mod tests {
         let err = load_with(Some(&path), &no_env).expect_err("bad duration");
         assert!(err.contains("run_timeout"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_documented_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seatrial.toml");
+        let c = load_with(Some(&path), &no_env).expect("examples/seatrial.toml is valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8086");
+        assert_eq!(c.lease, Duration::from_secs(30));
     }
 
     #[test]

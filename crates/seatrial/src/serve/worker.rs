@@ -436,10 +436,12 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         reference.as_deref().unwrap_or("(as it is)")
     )));
 
-    let timeout = run
-        .timeout_secs
-        .and_then(|s| u64::try_from(s).ok())
-        .map_or(shared.config.run_timeout, Duration::from_secs);
+    let timeout = shared.config.timeout_for(
+        &run.recipe,
+        run.timeout_secs
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs),
+    );
     let guard = {
         let (shared, cancel, stop) = (shared.clone(), cancel.clone(), stop.clone());
         let every = (shared.config.lease / 3).max(Duration::from_millis(500));
