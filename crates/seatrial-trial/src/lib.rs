@@ -823,27 +823,18 @@ async fn serve(
     *probe_url = None;
     if s.strategy == Strategy::Url {
         let base = s.url.as_deref().unwrap_or_default();
-        let (connect, port, prefix) =
-            probe::split_http_url(base).map_err(|e| StageError::Error(e, ErrorKind::BadInput))?;
-        let path = format!("{}{}", prefix.trim_end_matches('/'), spec.path);
-        let spec = ProbeSpec {
-            path: path.clone(),
-            ..spec.clone()
-        };
-        return match probe::until_ok(&connect, port, &ctx.domain, &spec).await {
+        let shown = format!("GET {}{}", base.trim_end_matches('/'), spec.path);
+        return match probe::until_ok_via(base, &ctx.domain, spec, s.insecure).await {
             Ok(answer) => {
                 still_up(ctx).await?;
                 *probe_url = Some(base.trim_end_matches('/').to_owned());
                 Ok((
-                    format!(
-                        "GET {base}{path} (Host: {}) → {}",
-                        ctx.domain, answer.status
-                    ),
+                    format!("{shown} (Host: {}) → {}", ctx.domain, answer.status),
                     Vec::new(),
                 ))
             }
             Err(why) => Err(StageError::Fail(format!(
-                "GET {base}{path} (Host: {}) did not succeed within {}: {why} (a proxy's fallback page or 404 counts as failure)",
+                "{shown} (Host: {}) did not succeed within {}: {why} (a proxy's fallback page or 404 counts as failure)",
                 ctx.domain,
                 seatrial_engine::fmt_duration(spec.deadline)
             ))),

@@ -106,6 +106,97 @@ pub async fn get(connect: &str, port: u16, host: &str, path: &str) -> Result<Ans
         .map_err(|_| format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()))?
 }
 
+/// An error with its causes, one after another (TLS problems hide in the sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Probes `base` (the operator's reverse proxy, `http://` or `https://`) for `domain` until the
+/// spec is met or the deadline passes. Over HTTPS the connection goes to the proxy's address with
+/// `domain` as the TLS server name and `Host`, as a browser would send it; the certificate is
+/// verified unless `insecure`. Redirects are not followed: a redirect is the answer.
+pub async fn until_ok_via(
+    base: &str,
+    domain: &str,
+    spec: &ProbeSpec,
+    insecure: bool,
+) -> Result<Answer, String> {
+    if base.starts_with("http://") {
+        let (connect, port, prefix) = split_http_url(base)?;
+        let spec = ProbeSpec {
+            path: format!("{}{}", prefix.trim_end_matches('/'), spec.path),
+            ..spec.clone()
+        };
+        return until_ok(&connect, port, domain, &spec).await;
+    }
+    let rest = base
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{base:?} is neither an http:// nor an https:// URL"))?;
+    let (host, port, prefix) = split_http_url(&format!("http://{rest}"))?;
+    let port = if rest
+        .split('/')
+        .next()
+        .is_some_and(|a| a.contains(':') && !a.ends_with(']'))
+    {
+        port
+    } else {
+        443
+    };
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let client = reqwest::Client::builder()
+        .resolve(domain, addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .danger_accept_invalid_certs(insecure)
+        .user_agent("seatrial-probe")
+        .build()
+        .map_err(|e| chain(&e))?;
+    let url = format!(
+        "https://{domain}:{port}{}{}",
+        prefix.trim_end_matches('/'),
+        spec.path
+    );
+    let deadline = Instant::now() + spec.deadline;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let reason = match client.get(&url).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let bytes = response.bytes().await.unwrap_or_default();
+                let end = bytes.len().min(MAX_RESPONSE);
+                let answer = Answer {
+                    status,
+                    body: String::from_utf8_lossy(&bytes[..end]).into_owned(),
+                };
+                match judge(spec, &answer) {
+                    Ok(()) => return Ok(answer),
+                    Err(why) => why,
+                }
+            }
+            Err(e) => chain(&e),
+        };
+        if Instant::now() + wait > deadline {
+            return Err(reason);
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Does the answer satisfy the spec? `Err` says why not.
 pub fn judge(spec: &ProbeSpec, answer: &Answer) -> Result<(), String> {
     if answer.status < spec.status.0 || answer.status > spec.status.1 {

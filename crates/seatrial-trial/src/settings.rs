@@ -18,7 +18,8 @@
 //! status = "200-299"
 //! body = "ok"              # the body must contain this
 //! timeout = "2m"
-//! url = "http://proxy.example.org"             # strategy = "url": base URL, sent with Host: <domain>
+//! url = "https://proxy.example.org"            # strategy = "url": base URL, sent with Host: <domain>
+//! insecure = false         # https: accept a certificate that does not verify (test proxies)
 //! command = ["wget", "-q", "-O-", "http://127.0.0.1/"]  # strategy = "exec": run in the container
 //!
 //! [probe.service.api]      # per service: overrides port, path, status, body, command for it;
@@ -61,6 +62,7 @@ pub struct Overrides {
     pub body: Option<String>,
     pub probe_timeout: Option<Duration>,
     pub url: Option<String>,
+    pub insecure: Option<bool>,
     pub command: Option<Vec<String>>,
     /// `[probe.service.<name>]` tables.
     pub per_service: BTreeMap<String, ServiceProbe>,
@@ -88,6 +90,8 @@ pub struct Settings {
     pub port: Option<u16>,
     pub probe: ProbeSpec,
     pub url: Option<String>,
+    /// `url` over https: accept a certificate that does not verify.
+    pub insecure: bool,
     pub command: Option<Vec<String>>,
     pub per_service: BTreeMap<String, ServiceProbe>,
 }
@@ -104,6 +108,7 @@ impl Default for Settings {
             port: None,
             probe: ProbeSpec::default(),
             url: None,
+            insecure: false,
             command: None,
             per_service: BTreeMap::new(),
         }
@@ -136,6 +141,7 @@ impl Settings {
         if o.url.is_some() {
             self.url.clone_from(&o.url);
         }
+        self.insecure = o.insecure.unwrap_or(self.insecure);
         if o.command.is_some() {
             self.command.clone_from(&o.command);
         }
@@ -199,8 +205,8 @@ impl Settings {
                 None => {
                     Err("probe strategy `url` needs a base URL (probe.url or --probe-url)".into())
                 }
-                Some(u) if !u.starts_with("http://") => Err(format!(
-                    "probe url {u:?}: only http:// base URLs are supported (point it at the proxy's plain-HTTP entrypoint)"
+                Some(u) if !u.starts_with("http://") && !u.starts_with("https://") => Err(format!(
+                    "probe url {u:?}: give the proxy's base URL, http://… or https://…"
                 )),
                 Some(_) => Ok(()),
             },
@@ -251,6 +257,7 @@ struct ProbeSection {
     body: Option<String>,
     timeout: Option<String>,
     url: Option<String>,
+    insecure: Option<bool>,
     command: Option<Vec<String>>,
     #[serde(default)]
     service: BTreeMap<String, ServiceSection>,
@@ -317,6 +324,7 @@ pub fn read(recipe_dir: &Path) -> Result<Overrides, String> {
         body: file.probe.body,
         probe_timeout: duration("probe.timeout", file.probe.timeout)?,
         url: file.probe.url,
+        insecure: file.probe.insecure,
         command: file.probe.command,
         per_service: file
             .probe
@@ -451,7 +459,13 @@ mod tests {
             url: Some("https://x".into()),
             ..Settings::default()
         };
-        assert!(https.check().expect_err("https").contains("http://"));
+        assert!(https.check().is_ok());
+        let ftp = Settings {
+            strategy: Strategy::Url,
+            url: Some("ftp://x".into()),
+            ..Settings::default()
+        };
+        assert!(ftp.check().expect_err("ftp").contains("https://"));
         let exec = Settings {
             strategy: Strategy::Exec,
             ..Settings::default()

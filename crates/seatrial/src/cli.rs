@@ -162,9 +162,12 @@ pub struct TestArgs {
     /// How long the probe retries before the serve stage fails [default: 60s].
     #[arg(long, value_parser = parse_duration)]
     pub probe_timeout: Option<Duration>,
-    /// Base URL of the operator's reverse proxy (strategy url), e.g. http://proxy.example.org
+    /// Base URL of the operator's reverse proxy (strategy url), e.g. https://proxy.example.org
     #[arg(long)]
     pub probe_url: Option<String>,
+    /// With an https:// probe URL: accept a certificate that does not verify (test proxies).
+    #[arg(long)]
+    pub probe_insecure: bool,
     /// Command to run in the service's container (strategy exec), e.g. "wget -q -O- http://127.0.0.1/"
     #[arg(long)]
     pub probe_command: Option<String>,

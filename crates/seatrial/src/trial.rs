@@ -105,6 +105,7 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
             body: args.probe_body.clone(),
             probe_timeout: args.probe_timeout,
             url: args.probe_url.clone(),
+            insecure: args.probe_insecure.then_some(true),
             per_service: Default::default(),
             command: match &args.probe_command {
                 None => None,

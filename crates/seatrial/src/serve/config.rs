@@ -77,6 +77,7 @@ impl ServeConfig {
 pub struct ProbeDefaults {
     pub strategy: Option<seatrial_trial::settings::Strategy>,
     pub url: Option<String>,
+    pub insecure: Option<bool>,
     pub timeout: Option<String>,
 }
 

@@ -493,6 +493,7 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         overrides: Overrides {
             strategy: shared.config.probe.strategy,
             url: shared.config.probe.url.clone(),
+            insecure: shared.config.probe.insecure,
             probe_timeout: shared
                 .config
                 .probe
