@@ -1,7 +1,7 @@
 //! Webhook deliveries are trusted only when their HMAC-SHA256 signature over the raw body, with
 //! the server's secret, matches — compared in constant time. Gitea sends `X-Gitea-Signature`,
-//! Forgejo `X-Forgejo-Signature` (both hex), and both also `X-Hub-Signature-256`
-//! (`sha256=<hex>`).
+//! Forgejo `X-Forgejo-Signature` (both hex), older ones `X-Gogs-Signature`, and all of them
+//! also `X-Hub-Signature-256` (`sha256=<hex>`).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -20,9 +20,10 @@ pub enum SignatureError {
 }
 
 /// The signature headers seatrial reads, in the order it prefers them.
-pub const HEADERS: [&str; 3] = [
+pub const HEADERS: [&str; 4] = [
     "x-gitea-signature",
     "x-forgejo-signature",
+    "x-gogs-signature",
     "x-hub-signature-256",
 ];
 
@@ -93,6 +94,7 @@ mod tests {
         for (name, value) in [
             ("X-Gitea-Signature", good.clone()),
             ("X-Forgejo-Signature", good.clone()),
+            ("X-Gogs-Signature", good.clone()),
             ("X-Hub-Signature-256", format!("sha256={good}")),
         ] {
             let pairs = [(name, value)];
