@@ -62,6 +62,8 @@ pub struct ServeConfig {
     pub probe: ProbeDefaults,
     /// Per-recipe run timeouts (recipe as queued → timeout), over `run_timeout`.
     pub run_timeouts: std::collections::BTreeMap<String, Duration>,
+    /// The forge integration, when `[forge]` (or SEATRIAL_FORGE_URL) is set.
+    pub forge: Option<ForgeConfig>,
 }
 
 impl ServeConfig {
@@ -79,6 +81,64 @@ pub struct ProbeDefaults {
     pub url: Option<String>,
     pub insecure: Option<bool>,
     pub timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgeFile {
+    kind: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+    poll_interval: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    webhook_secret: Option<String>,
+    command: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoFile {
+    name: String,
+    #[serde(default = "dot")]
+    recipe: String,
+}
+
+fn dot() -> String {
+    ".".into()
+}
+
+/// `[forge]` and `[[repos]]`: enrolled recipe repositories on a Gitea/Forgejo.
+#[derive(Clone)]
+pub struct ForgeConfig {
+    /// `gitea` or `forgejo`.
+    pub kind: String,
+    pub url: String,
+    pub token: seatrial_forge::Token,
+    pub poll_interval: Duration,
+    /// Users allowed besides members of each repository's owner org.
+    pub allow: Vec<String>,
+    pub webhook_secret: Option<ApiToken>,
+    /// The comment command (default `!testme`).
+    pub command: String,
+    pub repos: Vec<(seatrial_forge::RepoName, String)>,
+}
+
+impl std::fmt::Debug for ForgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgeConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("poll_interval", &self.poll_interval)
+            .field("repos", &self.repos.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiToken {
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,13 +163,10 @@ struct File {
     probe: ProbeDefaults,
     #[serde(default)]
     run_timeouts: std::collections::BTreeMap<String, String>,
-    /// The forge integration's tables: accepted here so operators' files keep working.
     #[serde(default)]
-    #[allow(dead_code)]
-    forge: Option<toml::Value>,
+    forge: Option<ForgeFile>,
     #[serde(default)]
-    #[allow(dead_code)]
-    repos: Option<toml::Value>,
+    repos: Vec<RepoFile>,
 }
 
 /// Reads the config: `path` when given (it must exist), else defaults; then the environment.
@@ -181,6 +238,55 @@ pub fn load_with(
             .map_err(|e| format!("run_timeouts.{recipe:?} = {t:?}: {e} (e.g. \"90m\")"))?;
         run_timeouts.insert(recipe.trim_end_matches('/').to_owned(), d);
     }
+    let forge_file = file.forge.unwrap_or_default();
+    let forge_url = env("SEATRIAL_FORGE_URL").or(forge_file.url);
+    let forge = match forge_url {
+        None => None,
+        Some(url) => {
+            let kind = forge_file.kind.unwrap_or_else(|| "gitea".into());
+            if !matches!(kind.as_str(), "gitea" | "forgejo") {
+                return Err(format!("forge.kind = {kind:?}: use gitea or forgejo"));
+            }
+            let token = env("SEATRIAL_FORGE_TOKEN")
+                .or(forge_file.token)
+                .ok_or_else(|| {
+                    "the forge needs an API token: set SEATRIAL_FORGE_TOKEN (or forge.token)"
+                        .to_owned()
+                })?;
+            let poll_interval = match forge_file.poll_interval {
+                None => Duration::from_secs(30),
+                Some(v) => seatrial_recipe::parse_duration(&v)
+                    .map_err(|e| format!("forge.poll_interval = {v:?}: {e}"))?,
+            };
+            if poll_interval < Duration::from_secs(1) {
+                return Err("forge.poll_interval must be at least 1s".into());
+            }
+            let mut repos = Vec::new();
+            for r in file.repos {
+                let name = r.name.parse().map_err(|e| format!("[[repos]] name: {e}"))?;
+                if r.recipe != "." {
+                    return Err(format!(
+                        "[[repos]] {}: recipe = {:?}: only \".\" (the repository root) is supported yet",
+                        r.name, r.recipe
+                    ));
+                }
+                repos.push((name, r.recipe));
+            }
+            Some(ForgeConfig {
+                kind,
+                url,
+                token: seatrial_forge::Token::new(token),
+                poll_interval,
+                allow: forge_file.allow,
+                webhook_secret: env("SEATRIAL_WEBHOOK_SECRET")
+                    .or(forge_file.webhook_secret)
+                    .filter(|s| !s.is_empty())
+                    .map(ApiToken),
+                command: forge_file.command.unwrap_or_else(|| "!testme".into()),
+                repos,
+            })
+        }
+    };
     let mut probe = file.probe;
     if let Some(u) = env("SEATRIAL_PROBE_URL") {
         probe.url = Some(u);
@@ -229,6 +335,7 @@ pub fn load_with(
         )?,
         probe,
         run_timeouts,
+        forge,
     })
 }
 

@@ -55,6 +55,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/runs/{id}/cancel", post(api_cancel))
         .route("/api/runs/{id}/log", get(api_log))
         .route("/api/openapi.yaml", get(openapi))
+        .route("/hooks/gitea", post(webhook))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -484,6 +485,56 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(producer(tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// `POST /hooks/gitea`: a signed webhook delivery (Gitea or Forgejo). A bad or missing
+/// signature is answered 401 before anything else is looked at; events other than
+/// `issue_comment` are answered 204.
+async fn webhook(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(link) = shared.forge.get().cloned() else {
+        return ApiError(
+            StatusCode::NOT_FOUND,
+            "no forge is configured on this server".into(),
+        )
+        .into_response();
+    };
+    let Some(secret) = &link.config.webhook_secret else {
+        return ApiError(
+            StatusCode::NOT_FOUND,
+            "the webhook is disabled: set SEATRIAL_WEBHOOK_SECRET (or forge.webhook_secret)".into(),
+        )
+        .into_response();
+    };
+    if let Err(e) = seatrial_forge::verify_signature(secret.bytes(), &body, |name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    }) {
+        tracing::warn!(error = %e, "webhook refused");
+        return ApiError(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+    }
+    let event = ["x-gitea-event", "x-forgejo-event", "x-gogs-event"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .unwrap_or_default();
+    if event != "issue_comment" {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
+        return ApiError(StatusCode::BAD_REQUEST, "the payload is not JSON".into()).into_response();
+    };
+    let Some((repo, comment)) = super::forge::comment_from_hook(&payload) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    if !link.config.repos.iter().any(|(r, _)| r == &repo) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    tokio::spawn(async move {
+        super::forge::handle(&shared, &link, &repo, &comment).await;
+    });
+    StatusCode::ACCEPTED.into_response()
 }
 
 async fn readyz(State(shared): State<AppState>) -> Response {

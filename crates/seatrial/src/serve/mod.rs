@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod dashboard;
+pub mod forge;
 pub mod http;
 pub mod metrics;
 pub mod worker;
@@ -61,6 +62,21 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
     // Crash recovery first: runs of dead servers are reaped before anything is claimed.
     worker::reap_once(&shared).await;
     let reaper = tokio::spawn(worker::reap_loop(shared.clone()));
+    let mut forge_tasks = Vec::new();
+    if let Some(config) = shared.config.forge.clone() {
+        let link =
+            Arc::new(forge::ForgeLink::new(config).map_err(|e| Failure::new(exit::BAD_INPUT, e))?);
+        let _ = shared.forge.set(link.clone());
+        tracing::info!(
+            forge = %link.config.url,
+            repos = link.config.repos.len(),
+            every = %seatrial_engine::fmt_duration(link.config.poll_interval),
+            webhook = link.config.webhook_secret.is_some(),
+            "polling the forge for comment commands"
+        );
+        forge_tasks.push(tokio::spawn(forge::poll_loop(shared.clone(), link.clone())));
+        forge_tasks.push(tokio::spawn(forge::report_loop(shared.clone(), link)));
+    }
     let queue = tokio::spawn(worker::run_queue(shared.clone()));
 
     let install = |kind| {
@@ -96,6 +112,13 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
         }
     }
     reaper.abort();
+    if let Some(link) = shared.forge.get() {
+        // The last verdicts reach their pull requests before the server goes.
+        forge::report_once(&shared, link).await;
+    }
+    for t in forge_tasks {
+        t.abort();
+    }
     stop_http.cancel();
     // Live views end once their runs are over; don't wait on idle clients for long.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;

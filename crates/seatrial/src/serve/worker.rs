@@ -52,6 +52,8 @@ pub struct Shared {
     /// Cancellation of the trials running here, by run id.
     running: Mutex<HashMap<i64, Running>>,
     pub shutdown: CancellationToken,
+    /// The forge integration, when configured.
+    pub forge: std::sync::OnceLock<Arc<super::forge::ForgeLink>>,
     /// The store's counts, reused for a second: scrapes and dashboards never queue on them.
     stats: tokio::sync::Mutex<Option<(Instant, seatrial_store::Stats)>>,
 }
@@ -77,6 +79,7 @@ impl Shared {
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             stats: tokio::sync::Mutex::new(None),
+            forge: std::sync::OnceLock::new(),
         }
     }
 

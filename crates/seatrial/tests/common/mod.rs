@@ -1,0 +1,263 @@
+//! Helpers shared by the server tests: a real `seatrial serve` process, a tiny HTTP client,
+//! and checks of what is left on the engine.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "test-token-9f2c";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("seatrial-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A running `seatrial serve`; killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn start(data: &Path, database_url: Option<&str>, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        std::fs::create_dir_all(data).expect("data dir");
+        let log = data.join(format!("serve-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_seatrial"));
+        cmd.arg("serve")
+            .env("SEATRIAL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SEATRIAL_DATA_DIR", data)
+            .env("SEATRIAL_API_TOKEN", TOKEN)
+            .env("SEATRIAL_POLL_INTERVAL", "1s")
+            .env_remove("SEATRIAL_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(url) = database_url {
+            cmd.env("SEATRIAL_DATABASE_URL", url);
+        } else {
+            cmd.env_remove("SEATRIAL_DATABASE_URL");
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start seatrial serve");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if let Ok(r) = http("GET", &format!("{}/healthz", server.base), None, None)
+                && r.0 == 200
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("seatrial serve did not come up: {}", server.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let (status, body, _) = http("GET", &self.url(path), None, None).expect("GET");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or(Value::String(body))
+    }
+
+    pub fn enqueue(&self, recipe: &str) -> i64 {
+        let (status, body, _) = http(
+            "POST",
+            &self.url("/api/runs"),
+            Some(TOKEN),
+            Some(&json!({ "recipe": recipe, "mode": "cold" })),
+        )
+        .expect("POST");
+        assert_eq!(status, 201, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["state"], "queued");
+        v["id"].as_i64().expect("id")
+    }
+
+    /// Waits until the run is in a terminal state and returns it.
+    pub fn wait_done(&self, id: i64, within: Duration) -> Value {
+        let until = Instant::now() + within;
+        loop {
+            let run = self.get(&format!("/api/runs/{id}"));
+            let state = run["state"].as_str().unwrap_or_default().to_owned();
+            if !matches!(state.as_str(), "queued" | "running") {
+                return run;
+            }
+            assert!(
+                Instant::now() < until,
+                "run {id} still {state} after {within:?}: {run:#}\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client (std only), enough for these tests: (status, body, headers).
+pub fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nX-Request-Id: test-{}\r\n",
+        if path.is_empty() { "/" } else { path },
+        std::process::id()
+    );
+    if let Some(t) = token {
+        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if body.is_some() {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            payload.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(&payload);
+    stream.write_all(request.as_bytes())?;
+    // Read the head, then exactly Content-Length bytes when given (chromedriver announces
+    // `Connection: close` but keeps the connection open); else to the end.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut wanted = None;
+    loop {
+        if let Some(total) = wanted
+            && raw.len() >= total
+        {
+            break;
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if wanted.is_none()
+            && let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            wanted = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .map(|len| end + 4 + len);
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body, head.to_owned()))
+}
+
+pub fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Everything on the engine labelled with the stack's namespace.
+pub fn leftovers(stack: &str) -> String {
+    let label = format!("label=com.docker.stack.namespace={stack}");
+    let mut out = String::new();
+    for args in [
+        vec!["service", "ls", "-q", "--filter", &label],
+        vec!["ps", "-aq", "--filter", &label],
+        vec!["network", "ls", "-q", "--filter", &label],
+        vec!["volume", "ls", "-q", "--filter", &label],
+        vec!["secret", "ls", "-q", "--filter", &label],
+    ] {
+        let o = Command::new("docker").args(&args).output().expect("docker");
+        out.push_str(String::from_utf8_lossy(&o.stdout).trim());
+    }
+    out
+}
+
+/// A one-service recipe without published ports, so several trials can run at once.
+pub fn portless_recipe(dir: &Path) -> String {
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::write(
+        dir.join("compose.yml"),
+        "services:\n  web:\n    image: seatrial-fixture/web:2\n",
+    )
+    .expect("write");
+    dir.to_str().expect("utf8").to_owned()
+}
+
+pub fn stage_names(run: &Value) -> Vec<(String, String)> {
+    run["stages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["result"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}

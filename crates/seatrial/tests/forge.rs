@@ -1,0 +1,347 @@
+//! `!testme` end to end: a fake Gitea (Gitea's shapes and quirks), the real `seatrial serve`,
+//! real trials of the example recipe on the real engine, results back on the pull request.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use seatrial_forge::fake::FakeForge;
+use serde_json::{Value, json};
+
+const FORGE_TOKEN: &str = "gitea-token-3d9f0a";
+const HOOK_SECRET: &str = "hook-secret-77";
+
+/// The fake forge on a runtime of its own, alive for the whole test.
+fn fake_forge() -> FakeForge {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let _ = tx.send(FakeForge::start(FORGE_TOKEN).await);
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("the fake forge started")
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn runs(server: &Server) -> Vec<Value> {
+    server.get("/api/runs")["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn hook(server: &Server, secret: &str, payload: &Value) -> u16 {
+    let body = payload.to_string();
+    let signature = seatrial_forge::webhook::sign(secret.as_bytes(), body.as_bytes());
+    let rest = server.base.strip_prefix("http://").expect("http");
+    let mut stream = std::net::TcpStream::connect(rest).expect("connect");
+    use std::io::{Read, Write};
+    let request = format!(
+        "POST /hooks/gitea HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\nContent-Type: application/json\r\nX-Gitea-Event: issue_comment\r\nX-Gitea-Signature: {signature}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn testme_comments_run_real_trials_and_report_back() {
+    let forge = fake_forge();
+    let data = scratch("forge");
+    // The recipe repository with releases, and two PR heads: a good change and a broken one.
+    let repo = data.join("hello-recipe");
+    let o = Command::new(repo_root().join("scripts/example-history.sh"))
+        .arg(&repo)
+        .output()
+        .expect("history");
+    assert!(o.status.success());
+    git(&repo, &["checkout", "-q", "-b", "good"]);
+    std::fs::write(repo.join("NOTES.md"), "a harmless change\n").expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "harmless"]);
+    let good = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["checkout", "-q", "-b", "broken", "main"]);
+    std::fs::write(
+        repo.join("tests/01-serves-its-page.sh"),
+        "#!/bin/sh\necho broken on purpose >&2\nexit 1\n",
+    )
+    .expect("write");
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "break the test"]);
+    let broken = git(&repo, &["rev-parse", "HEAD"]);
+    let clone_url = repo.to_str().expect("utf8");
+    forge.open_pull("coop/hello", 7, &good, clone_url);
+    forge.open_pull("coop/hello", 8, &broken, clone_url);
+    forge.add_member("coop", "alice");
+    // Asked before the repository was enrolled: never run.
+    forge.post_comment("coop/hello", 7, "alice", "!testme");
+
+    let config = data.join("seatrial.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1s\"\nallow = [\"carol\"]\nwebhook_secret = \"{HOOK_SECRET}\"\n\n[[repos]]\nname = \"coop/hello\"\nrecipe = \".\"\n",
+            forge.url
+        ),
+    )
+    .expect("config");
+    let config_path = config.to_str().expect("utf8").to_owned();
+    let env = [
+        ("SEATRIAL_CONFIG", config_path.as_str()),
+        ("SEATRIAL_FORGE_TOKEN", FORGE_TOKEN),
+    ];
+    let server = Server::start(&data, None, &env);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(runs(&server).is_empty(), "old comments are not run");
+
+    // A member asks; a stranger asks; quick mode is asked.
+    forge.post_comment("coop/hello", 7, "alice", "Looks good!\n\n!testme");
+    forge.post_comment("coop/hello", 7, "mallory", "!testme");
+    forge.post_comment("coop/hello", 7, "alice", "!testme --quick");
+    let run = wait_for(
+        "the run from alice's comment",
+        Duration::from_secs(30),
+        || runs(&server).first().cloned(),
+    );
+    assert_eq!(run["trigger"], "comment");
+    assert_eq!(run["requested_by"], "alice");
+    assert_eq!(run["pr"], 7);
+    assert_eq!(run["commit"], json!(good));
+    let id = run["id"].as_i64().expect("id");
+    let done = server.wait_done(id, Duration::from_secs(300));
+    assert_eq!(done["state"], "passed", "{done:#}\n{}", server.log_text());
+
+    let statuses = wait_for("success on the PR head", Duration::from_secs(30), || {
+        let s = forge.statuses(&good);
+        (s.last().map(|x| x.state.as_str()) == Some("success")).then_some(s)
+    });
+    assert_eq!(statuses[0].state, "pending", "pending first");
+    assert_eq!(statuses.last().expect("last").context, "seatrial/cold");
+    assert!(
+        statuses
+            .last()
+            .expect("last")
+            .target_url
+            .ends_with(&format!("/runs/{id}"))
+    );
+    let bot = forge.me();
+    let replies: Vec<String> = forge
+        .comments("coop/hello", 7)
+        .into_iter()
+        .filter(|c| c.user == bot)
+        .map(|c| c.body)
+        .collect();
+    let result = replies
+        .iter()
+        .find(|b| b.contains(&format!("run [{id}]")))
+        .expect("a result comment");
+    assert!(
+        result.contains("**passed**") && result.contains("| install | pass |"),
+        "{result}"
+    );
+    assert!(result.contains("mode: cold"), "{result}");
+    assert_eq!(
+        replies.iter().filter(|b| b.contains("run [")).count(),
+        1,
+        "one comment per run, edited"
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|b| b.contains("@mallory") && b.contains("nothing was queued")),
+        "{replies:#?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|b| b.contains("quick mode is not available yet")),
+        "{replies:#?}"
+    );
+    assert_eq!(
+        runs(&server).len(),
+        1,
+        "the stranger and quick mode queued nothing"
+    );
+
+    // A wrongly signed webhook is refused; the same comment by webhook and poll runs once.
+    let comment = forge.post_comment("coop/hello", 8, "alice", "!testme");
+    let payload = json!({
+        "action": "created", "is_pull": true,
+        "issue": { "number": 8 },
+        "comment": { "id": comment, "body": "!testme", "user": { "login": "alice" }, "updated_at": "" },
+        "repository": { "full_name": "coop/hello" },
+        "sender": { "login": "alice" },
+    });
+    assert_eq!(hook(&server, "wrong-secret", &payload), 401);
+    assert_eq!(hook(&server, HOOK_SECRET, &payload), 202);
+    let failed = wait_for("the run of PR 8", Duration::from_secs(30), || {
+        runs(&server).into_iter().find(|r| r["pr"] == 8)
+    });
+    let failed = server.wait_done(failed["id"].as_i64().expect("id"), Duration::from_secs(300));
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    wait_for(
+        "failure on the broken head",
+        Duration::from_secs(30),
+        || {
+            (forge.statuses(&broken).last().map(|s| s.state.clone()) == Some("failure".into()))
+                .then_some(())
+        },
+    );
+    let result = wait_for("the failure comment", Duration::from_secs(30), || {
+        forge
+            .comments("coop/hello", 8)
+            .into_iter()
+            .find(|c| c.user == bot && c.body.contains("**failed**"))
+    });
+    assert!(
+        result.body.contains("| tests | fail |"),
+        "the failing stage is named: {}",
+        result.body
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runs(&server).len(),
+        2,
+        "webhook + poll of one comment ran once"
+    );
+
+    // A restart does not re-run old comments.
+    drop(server);
+    let server = Server::start(&data, None, &env);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(runs(&server).len(), 2, "no re-runs after a restart");
+
+    // The forge token is nowhere: logs, comments, the database.
+    assert!(!server.log_text().contains(FORGE_TOKEN));
+    for entry in std::fs::read_dir(&data).expect("data dir").flatten() {
+        if let Ok(bytes) = std::fs::read(entry.path()) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(FORGE_TOKEN),
+                "the token leaked into {}",
+                entry.path().display()
+            );
+        }
+    }
+    for pr in [7, 8] {
+        assert!(
+            forge
+                .comments("coop/hello", pr)
+                .iter()
+                .all(|c| !c.body.contains(FORGE_TOKEN))
+        );
+    }
+    assert_eq!(forge.unauthorized(), 0, "every request carried the token");
+}
+
+/// The poll benchmark (bench/forge-poll.sh runs it; ignored in the normal test run): 200
+/// enrolled repositories with 10 open PRs each and no new comments, the forge answering after
+/// 50 ms. Reports requests per repository per cycle and the cycle time.
+#[test]
+#[ignore = "a benchmark: bench/forge-poll.sh"]
+fn poll_cycle_benchmark() {
+    let repos = 200;
+    let forge = fake_forge();
+    let data = scratch("forge-bench");
+    let sha = "c".repeat(40);
+    let mut config = format!(
+        "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1s\"\n",
+        forge.url
+    );
+    for r in 0..repos {
+        let name = format!("bench/r{r}");
+        for pr in 1..=10 {
+            forge.open_pull(&name, pr, &sha, "/nowhere.git");
+            forge.post_comment(&name, pr, "alice", "looks good");
+        }
+        config.push_str(&format!("\n[[repos]]\nname = \"{name}\"\n"));
+    }
+    forge.set_latency(Duration::from_millis(50));
+    let path = data.join("seatrial.toml");
+    std::fs::write(&path, config).expect("config");
+    let path = path.to_str().expect("utf8").to_owned();
+    let server = Server::start(
+        &data,
+        None,
+        &[
+            ("SEATRIAL_CONFIG", path.as_str()),
+            ("SEATRIAL_FORGE_TOKEN", FORGE_TOKEN),
+            ("SEATRIAL_LOG", "warn,seatrial::serve::forge=debug"),
+        ],
+    );
+    let cycles = |s: &Server| -> Vec<u64> {
+        s.log_text()
+            .lines()
+            .filter(|l| l.contains("poll cycle done"))
+            .filter_map(|l| {
+                l.split("took_ms=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    // The first cycle enrols (reads every comment once); then steady cycles.
+    wait_for("two poll cycles", Duration::from_secs(120), || {
+        (cycles(&server).len() >= 2).then_some(())
+    });
+    let (c0, r0) = (cycles(&server).len(), forge.requests());
+    let steady = 5;
+    wait_for("steady cycles", Duration::from_secs(120), || {
+        (cycles(&server).len() >= c0 + steady).then_some(())
+    });
+    let (c1, r1) = (cycles(&server).len(), forge.requests());
+    let times = cycles(&server);
+    let mut window: Vec<u64> = times[c0..c1].to_vec();
+    window.sort_unstable();
+    let per_cycle = (r1 - r0) as f64 / (c1 - c0) as f64;
+    let median = window[window.len() / 2];
+    let naive = repos as f64 * 11.0;
+    println!(
+        "| poll cycle (200 repos × 10 open PRs, no new comments, 50 ms forge latency) | value |\n|---|---:|\n| requests per cycle | {per_cycle:.0} ({:.2} per repo; aim 1) |\n| cycle time, median of {} | {median} ms ({:.2}× the 10 s aim) |\n| one-call-per-PR polling (list PRs + comments of each), requests per cycle | {naive:.0} (computed; {:.1}× ours) |",
+        per_cycle / repos as f64,
+        c1 - c0,
+        median as f64 / 10_000.0,
+        naive / per_cycle
+    );
+}
