@@ -112,6 +112,10 @@ fn testme_comments_run_real_trials_and_report_back() {
     forge.open_pull("coop/hello", 7, &good, clone_url);
     forge.open_pull("coop/hello", 8, &broken, clone_url);
     forge.add_member("coop", "alice");
+    // In `hidden`, seatrial's account is no member: Gitea answers 303 — which denies.
+    forge.open_pull("hidden/hello", 9, &good, clone_url);
+    forge.add_member("hidden", "alice");
+    forge.redirect_membership("hidden");
     // Asked before the repository was enrolled: never run.
     forge.post_comment("coop/hello", 7, "alice", "!testme");
 
@@ -119,7 +123,7 @@ fn testme_comments_run_real_trials_and_report_back() {
     std::fs::write(
         &config,
         format!(
-            "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1s\"\nallow = [\"carol\"]\nwebhook_secret = \"{HOOK_SECRET}\"\n\n[[repos]]\nname = \"coop/hello\"\nrecipe = \".\"\n",
+            "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1s\"\nallow = [\"carol\"]\nwebhook_secret = \"{HOOK_SECRET}\"\n\n[[repos]]\nname = \"coop/hello\"\nrecipe = \".\"\n\n[[repos]]\nname = \"hidden/hello\"\ntimeout = \"20m\"\n",
             forge.url
         ),
     )
@@ -137,6 +141,7 @@ fn testme_comments_run_real_trials_and_report_back() {
     forge.post_comment("coop/hello", 7, "alice", "Looks good!\n\n!testme");
     forge.post_comment("coop/hello", 7, "mallory", "!testme");
     forge.post_comment("coop/hello", 7, "alice", "!testme --quick");
+    forge.post_comment("hidden/hello", 9, "alice", "!testme");
     let run = wait_for(
         "the run from alice's comment",
         Duration::from_secs(30),

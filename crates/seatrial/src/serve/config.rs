@@ -102,6 +102,8 @@ struct RepoFile {
     name: String,
     #[serde(default = "dot")]
     recipe: String,
+    /// This repository's run timeout.
+    timeout: Option<String>,
 }
 
 fn dot() -> String {
@@ -121,7 +123,8 @@ pub struct ForgeConfig {
     pub webhook_secret: Option<ApiToken>,
     /// The comment command (default `!testme`).
     pub command: String,
-    pub repos: Vec<(seatrial_forge::RepoName, String)>,
+    /// Enrolled repositories: name, recipe path inside, run timeout.
+    pub repos: Vec<(seatrial_forge::RepoName, String, Option<Duration>)>,
 }
 
 impl std::fmt::Debug for ForgeConfig {
@@ -270,7 +273,14 @@ pub fn load_with(
                         r.name, r.recipe
                     ));
                 }
-                repos.push((name, r.recipe));
+                let timeout = r
+                    .timeout
+                    .map(|t| {
+                        seatrial_recipe::parse_duration(&t)
+                            .map_err(|e| format!("[[repos]] {}: timeout = {t:?}: {e}", r.name))
+                    })
+                    .transpose()?;
+                repos.push((name, r.recipe, timeout));
             }
             Some(ForgeConfig {
                 kind,

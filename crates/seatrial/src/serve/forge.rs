@@ -79,7 +79,7 @@ pub async fn poll_loop(shared: Arc<Shared>, link: Arc<ForgeLink>) {
         // Repositories are polled side by side (bounded), so a slow forge costs one round trip
         // per cycle, not one per repository.
         futures_util::stream::iter(&link.config.repos)
-            .for_each_concurrent(POLL_PARALLELISM, |(repo, _)| {
+            .for_each_concurrent(POLL_PARALLELISM, |(repo, _, _)| {
                 let (shared, link) = (&shared, &link);
                 async move {
                     if let Err(e) = poll_repo(shared, link, repo).await {
@@ -112,7 +112,14 @@ pub async fn poll_repo(shared: &Shared, link: &ForgeLink, repo: &RepoName) -> Re
         .comments_since(repo, cursor.as_deref())
         .await
         .map_err(|e| e.to_string())?;
-    let newest = comments.iter().map(|c| c.updated_at.clone()).max();
+    let newest = comments
+        .iter()
+        .map(|c| c.updated_at.clone())
+        .max()
+        .or_else(|| {
+            // Enrolled with no comments at all: any later comment is new.
+            cursor.is_none().then(|| "1970-01-01T00:00:00Z".to_owned())
+        });
     if cursor.is_none() {
         // A newly enrolled repository: what was asked before enrolment is not run now.
         for c in &comments {
@@ -222,7 +229,13 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
             mode: "cold".into(),
             trigger: "comment".into(),
             requested_by: Some(c.user.clone()),
-            timeout_secs: None,
+            timeout_secs: link
+                .config
+                .repos
+                .iter()
+                .find(|(r, _, _)| r == repo)
+                .and_then(|(_, _, t)| *t)
+                .map(|t| t.as_secs() as i64),
         })
         .await;
     match run {
