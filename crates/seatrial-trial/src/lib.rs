@@ -35,6 +35,8 @@ pub struct TrialConfig {
     pub recipe: String,
     /// The change under test: a branch, tag or commit. `None`: the directory as it is.
     pub reference: Option<String>,
+    /// With `reference`: the recipe's directory inside the repository (`None`: its root).
+    pub subdir: Option<PathBuf>,
     /// Domain suffix: the app's domain is `<stack>.<base_domain>`.
     pub base_domain: String,
     /// Command-line settings; they override the recipe's `tests/seatrial.toml`.
@@ -1015,8 +1017,22 @@ fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), Strin
             let version = git::versions(&c.dir)
                 .ok()
                 .and_then(|v| v.at(&c.commit).map(|r| r.tag.clone()));
+            let dir = match &config.subdir {
+                Some(sub) => {
+                    let dir = c.dir.join(sub);
+                    if !dir.is_dir() {
+                        return Err(format!(
+                            "the recipe path {} does not exist in {} at {reference}",
+                            sub.display(),
+                            config.recipe
+                        ));
+                    }
+                    dir
+                }
+                None => c.dir.clone(),
+            };
             Revision {
-                dir: c.dir.clone(),
+                dir,
                 commit: Some(c.commit.clone()),
                 version,
                 _checkout: Some(c),

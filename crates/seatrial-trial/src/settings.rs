@@ -78,6 +78,32 @@ pub struct ServiceProbe {
     pub command: Option<Vec<String>>,
 }
 
+impl Overrides {
+    /// These overrides with `later`'s on top (what `later` says wins).
+    pub fn then(mut self, later: &Overrides) -> Self {
+        macro_rules! over {
+            ($($f:ident),*) => { $( if later.$f.is_some() { self.$f.clone_from(&later.$f); } )* };
+        }
+        over!(
+            timeout,
+            stable_for,
+            test_timeout,
+            strategy,
+            services,
+            port,
+            path,
+            status,
+            body
+        );
+        over!(probe_timeout, url, insecure, command);
+        self.env.extend(later.env.iter().cloned());
+        for (k, v) in &later.per_service {
+            self.per_service.insert(k.clone(), v.clone());
+        }
+        self
+    }
+}
+
 /// The settings a trial runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {

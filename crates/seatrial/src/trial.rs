@@ -87,6 +87,7 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
         stack: stack.clone(),
         recipe: args.recipe.clone(),
         reference: args.reference.clone(),
+        subdir: None,
         base_domain: args.base_domain.clone(),
         overrides: Overrides {
             timeout: args.timeout,

@@ -112,6 +112,43 @@ fn testme_comments_run_real_trials_and_report_back() {
     forge.open_pull("coop/hello", 7, &good, clone_url);
     forge.open_pull("coop/hello", 8, &broken, clone_url);
     forge.add_member("coop", "alice");
+    // A monorepo: the recipe lives in apps/hello; its [[repos]] entry says so, with its own probe.
+    let mono = data.join("monorepo");
+    std::fs::create_dir_all(mono.join("apps")).expect("dir");
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(repo_root().join("examples/hello"))
+        .arg(mono.join("apps/hello"))
+        .output()
+        .expect("cp");
+    assert!(o.status.success());
+    git(&mono, &["init", "-q", "-b", "main"]);
+    git(
+        &mono,
+        &[
+            "-c",
+            "user.email=m@example.org",
+            "-c",
+            "user.name=M",
+            "add",
+            "-A",
+        ],
+    );
+    git(
+        &mono,
+        &[
+            "-c",
+            "user.email=m@example.org",
+            "-c",
+            "user.name=M",
+            "commit",
+            "-q",
+            "-m",
+            "apps",
+        ],
+    );
+    let mono_head = git(&mono, &["rev-parse", "HEAD"]);
+    forge.open_pull("coop/monorepo", 3, &mono_head, mono.to_str().expect("utf8"));
     // In `hidden`, seatrial's account is no member: Gitea answers 303 — which denies.
     forge.open_pull("hidden/hello", 9, &good, clone_url);
     forge.add_member("hidden", "alice");
@@ -123,7 +160,7 @@ fn testme_comments_run_real_trials_and_report_back() {
     std::fs::write(
         &config,
         format!(
-            "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1s\"\nallow = [\"carol\"]\nwebhook_secret = \"{HOOK_SECRET}\"\n\n[[repos]]\nname = \"coop/hello\"\nrecipe = \".\"\n\n[[repos]]\nname = \"hidden/hello\"\ntimeout = \"20m\"\n",
+            "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1s\"\nallow = [\"carol\"]\nwebhook_secret = \"{HOOK_SECRET}\"\n\n[[repos]]\nname = \"coop/hello\"\nrecipe = \".\"\n\n[[repos]]\nname = \"hidden/hello\"\ntimeout = \"20m\"\n\n[[repos]]\nname = \"coop/monorepo\"\nrecipe = \"apps/hello\"\nprobe = {{ path = \"/healthz\", body = \"ok\" }}\n",
             forge.url
         ),
     )
@@ -249,11 +286,37 @@ fn testme_comments_run_real_trials_and_report_back() {
         "webhook + poll of one comment ran once"
     );
 
+    // The monorepo's recipe is found in its subdirectory and probed as its entry says.
+    forge.post_comment("coop/monorepo", 3, "alice", "!testme");
+    let mono_run = wait_for("the monorepo run", Duration::from_secs(30), || {
+        runs(&server)
+            .into_iter()
+            .find(|r| r["pr"] == 3 && r["repo"] == "coop/monorepo")
+    });
+    let mono_run = server.wait_done(
+        mono_run["id"].as_i64().expect("id"),
+        Duration::from_secs(300),
+    );
+    assert_eq!(mono_run["state"], "passed", "{mono_run:#}");
+    let serve = mono_run["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == "serve")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        serve["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("/healthz")),
+        "the repository's probe path was used: {serve:#}"
+    );
+
     // A restart does not re-run old comments.
     drop(server);
     let server = Server::start(&data, None, &env);
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(runs(&server).len(), 2, "no re-runs after a restart");
+    assert_eq!(runs(&server).len(), 3, "no re-runs after a restart");
 
     // The forge token is nowhere: logs, comments, the database.
     assert!(!server.log_text().contains(FORGE_TOKEN));

@@ -178,6 +178,10 @@ impl SwarmEngine {
                     desired_to_run(t)
                         && t.status.as_ref().and_then(|s| s.state.as_ref())
                             == Some(&TaskState::RUNNING)
+                        // With a healthcheck, a task counts only while its container is
+                        // healthy: Swarm has been seen to report a never-healthy task as
+                        // running for a moment, and a healthy task is what counts at once.
+                        && (!healthcheck || self.container_healthy(t).await)
                 };
                 if done {
                     let slot = match t.slot {
@@ -253,6 +257,26 @@ impl SwarmEngine {
             services: out,
             failure,
         })
+    }
+
+    /// Whether the task's container reports `healthy` right now.
+    async fn container_healthy(&self, t: &Task) -> bool {
+        let Some(id) = t
+            .status
+            .as_ref()
+            .and_then(|s| s.container_status.as_ref())
+            .and_then(|c| c.container_id.clone())
+        else {
+            return false;
+        };
+        self.docker
+            .inspect_container(&id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|st| st.health)
+            .and_then(|h| h.status)
+            == Some(bollard::models::HealthStatusEnum::HEALTHY)
     }
 
     /// Whether the service's tasks run a healthcheck: the spec's own, else the image's.

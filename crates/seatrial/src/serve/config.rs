@@ -104,6 +104,33 @@ struct RepoFile {
     recipe: String,
     /// This repository's run timeout.
     timeout: Option<String>,
+    /// This repository's probe settings (over the server's `[probe]`).
+    probe: Option<RepoProbeFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoProbeFile {
+    strategy: Option<seatrial_trial::settings::Strategy>,
+    url: Option<String>,
+    insecure: Option<bool>,
+    path: Option<String>,
+    status: Option<String>,
+    body: Option<String>,
+    timeout: Option<String>,
+    port: Option<u16>,
+    services: Option<Vec<String>>,
+}
+
+/// One enrolled repository.
+#[derive(Debug, Clone)]
+pub struct EnrolledRepo {
+    pub name: seatrial_forge::RepoName,
+    /// The recipe's directory inside the repository (`None`: the root).
+    pub recipe: Option<std::path::PathBuf>,
+    pub timeout: Option<Duration>,
+    /// Probe settings for its trials.
+    pub probe: seatrial_trial::settings::Overrides,
 }
 
 fn dot() -> String {
@@ -123,8 +150,7 @@ pub struct ForgeConfig {
     pub webhook_secret: Option<ApiToken>,
     /// The comment command (default `!testme`).
     pub command: String,
-    /// Enrolled repositories: name, recipe path inside, run timeout.
-    pub repos: Vec<(seatrial_forge::RepoName, String, Option<Duration>)>,
+    pub repos: Vec<EnrolledRepo>,
 }
 
 impl std::fmt::Debug for ForgeConfig {
@@ -267,20 +293,55 @@ pub fn load_with(
             let mut repos = Vec::new();
             for r in file.repos {
                 let name = r.name.parse().map_err(|e| format!("[[repos]] name: {e}"))?;
-                if r.recipe != "." {
+                let recipe = std::path::PathBuf::from(r.recipe.trim_end_matches('/'));
+                let inside = recipe.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::Normal(_) | std::path::Component::CurDir
+                    )
+                });
+                if !inside {
                     return Err(format!(
-                        "[[repos]] {}: recipe = {:?}: only \".\" (the repository root) is supported yet",
+                        "[[repos]] {}: recipe = {:?} must be a relative path inside the repository",
                         r.name, r.recipe
                     ));
                 }
-                let timeout = r
-                    .timeout
-                    .map(|t| {
+                let recipe = (recipe.components().count() > 0
+                    && recipe != std::path::Path::new("."))
+                .then_some(recipe);
+                let dur = |key: &str, v: Option<String>| {
+                    v.map(|t| {
                         seatrial_recipe::parse_duration(&t)
-                            .map_err(|e| format!("[[repos]] {}: timeout = {t:?}: {e}", r.name))
+                            .map_err(|e| format!("[[repos]] {}: {key} = {t:?}: {e}", r.name))
                     })
-                    .transpose()?;
-                repos.push((name, r.recipe, timeout));
+                    .transpose()
+                };
+                let timeout = dur("timeout", r.timeout.clone())?;
+                let p = r.probe.unwrap_or_default();
+                let probe = seatrial_trial::settings::Overrides {
+                    strategy: p.strategy,
+                    url: p.url,
+                    insecure: p.insecure,
+                    path: p.path,
+                    status: p
+                        .status
+                        .map(|st| {
+                            seatrial_trial::settings::parse_status_range(&st)
+                                .map_err(|e| format!("[[repos]] {}: probe.status: {e}", r.name))
+                        })
+                        .transpose()?,
+                    body: p.body,
+                    probe_timeout: dur("probe.timeout", p.timeout)?,
+                    port: p.port,
+                    services: p.services,
+                    ..seatrial_trial::settings::Overrides::default()
+                };
+                repos.push(EnrolledRepo {
+                    name,
+                    recipe,
+                    timeout,
+                    probe,
+                });
             }
             Some(ForgeConfig {
                 kind,
@@ -424,6 +485,54 @@ mod tests {
         let c = load_with(Some(&path), &no_env).expect("examples/seatrial.toml is valid");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8086");
         assert_eq!(c.lease, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn enrolled_repositories() {
+        let dir = std::env::temp_dir().join(format!("seatrial-forge-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("seatrial.toml");
+        let write = |repos: &str| {
+            std::fs::write(
+                &path,
+                format!("[forge]\nurl = \"https://git.example.org\"\ntoken = \"t0k3n\"\n{repos}"),
+            )
+            .expect("write")
+        };
+        write(
+            "[[repos]]\nname = \"coop/app\"\n\n[[repos]]\nname = \"coop/mono\"\nrecipe = \"apps/x/\"\ntimeout = \"90m\"\nprobe = { path = \"/health\", status = \"200\" }\n",
+        );
+        let c = load_with(Some(&path), &no_env).expect("loads");
+        let f = c.forge.expect("forge");
+        assert_eq!(f.poll_interval, Duration::from_secs(30), "the default");
+        assert_eq!(f.command, "!testme");
+        assert!(
+            f.webhook_secret.is_none(),
+            "the webhook is off without a secret"
+        );
+        assert!(
+            !format!("{f:?}").contains("t0k3n"),
+            "the token never prints"
+        );
+        assert_eq!(f.repos[0].recipe, None, "the root by default");
+        assert_eq!(f.repos[1].recipe.as_deref(), Some(Path::new("apps/x")));
+        assert_eq!(f.repos[1].timeout, Some(Duration::from_secs(5400)));
+        assert_eq!(f.repos[1].probe.path.as_deref(), Some("/health"));
+        assert_eq!(f.repos[1].probe.status, Some((200, 200)));
+
+        write("[[repos]]\nname = \"coop/app\"\nrecipe = \"../elsewhere\"\n");
+        let err = load_with(Some(&path), &no_env).expect_err("outside the repository");
+        assert!(err.contains("inside the repository"), "{err}");
+        write("[[repos]]\nname = \"just-a-name\"\n");
+        assert!(
+            load_with(Some(&path), &no_env)
+                .expect_err("no owner")
+                .contains("owner/name")
+        );
+        std::fs::write(&path, "[forge]\nurl = \"https://git.example.org\"\n").expect("write");
+        let err = load_with(Some(&path), &no_env).expect_err("no token");
+        assert!(err.contains("SEATRIAL_FORGE_TOKEN"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub async fn poll_loop(shared: Arc<Shared>, link: Arc<ForgeLink>) {
         // Repositories are polled side by side (bounded), so a slow forge costs one round trip
         // per cycle, not one per repository.
         futures_util::stream::iter(&link.config.repos)
-            .for_each_concurrent(POLL_PARALLELISM, |(repo, _, _)| {
+            .for_each_concurrent(POLL_PARALLELISM, |enrolled| {
+                let repo = &enrolled.name;
                 let (shared, link) = (&shared, &link);
                 async move {
                     if let Err(e) = poll_repo(shared, link, repo).await {
@@ -233,8 +234,8 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
                 .config
                 .repos
                 .iter()
-                .find(|(r, _, _)| r == repo)
-                .and_then(|(_, _, t)| *t)
+                .find(|r| &r.name == repo)
+                .and_then(|r| r.timeout)
                 .map(|t| t.as_secs() as i64),
         })
         .await;

@@ -528,7 +528,7 @@ async fn webhook(
     let Some((repo, comment)) = super::forge::comment_from_hook(&payload) else {
         return StatusCode::NO_CONTENT.into_response();
     };
-    if !link.config.repos.iter().any(|(r, _, _)| r == &repo) {
+    if !link.config.repos.iter().any(|r| r.name == repo) {
         return StatusCode::NO_CONTENT.into_response();
     }
     tokio::spawn(async move {

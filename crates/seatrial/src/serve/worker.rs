@@ -489,22 +489,32 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         })
     };
 
+    // A run from an enrolled repository gets that repository's recipe path and probe settings.
+    let enrolled = shared.config.forge.as_ref().and_then(|f| {
+        let repo = run.repo.as_deref()?;
+        f.repos.iter().find(|r| r.name.to_string() == repo).cloned()
+    });
+    let mut overrides = Overrides {
+        strategy: shared.config.probe.strategy,
+        url: shared.config.probe.url.clone(),
+        insecure: shared.config.probe.insecure,
+        probe_timeout: shared
+            .config
+            .probe
+            .timeout
+            .as_deref()
+            .and_then(|t| seatrial_recipe::parse_duration(t).ok()),
+        ..Overrides::default()
+    };
+    if let Some(e) = &enrolled {
+        overrides = overrides.then(&e.probe);
+    }
     let config = TrialConfig {
         recipe: run.recipe.clone(),
+        subdir: enrolled.as_ref().and_then(|e| e.recipe.clone()),
         reference,
         base_domain: shared.config.base_domain.clone(),
-        overrides: Overrides {
-            strategy: shared.config.probe.strategy,
-            url: shared.config.probe.url.clone(),
-            insecure: shared.config.probe.insecure,
-            probe_timeout: shared
-                .config
-                .probe
-                .timeout
-                .as_deref()
-                .and_then(|t| seatrial_recipe::parse_duration(t).ok()),
-            ..Overrides::default()
-        },
+        overrides,
         keep: false,
         data_dir: shared.config.data_dir.clone(),
         janitor_max_age: Duration::from_secs(2 * 60 * 60),
