@@ -16,6 +16,8 @@ as_root() {
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+# libfaketime: the server tests run one server with a clock an hour ahead (leases must not care).
+dpkg -s libfaketime >/dev/null 2>&1 || need_pkgs+=(faketime)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

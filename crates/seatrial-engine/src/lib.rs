@@ -154,6 +154,9 @@ pub struct UndeployOptions {
     pub remove_data: bool,
     /// Give up waiting for removal after this long.
     pub timeout: Duration,
+    /// A deploy of the stack was interrupted and its last request may still be completing:
+    /// call the stack gone only after a quiet moment in which nothing of it appeared.
+    pub settle: bool,
 }
 
 impl Default for UndeployOptions {
@@ -161,6 +164,7 @@ impl Default for UndeployOptions {
         Self {
             remove_data: false,
             timeout: Duration::from_secs(300),
+            settle: false,
         }
     }
 }

@@ -262,3 +262,156 @@ pub async fn run(
     }
     Ok(decisions)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use seatrial_engine::{
+        ConvergeOptions, ConvergeReport, DeployOptions, DeployOutcome, Engine, EngineError,
+        EngineInfo, LabelledStack, ProgressObserver, ServiceStatus, StackPlan, TaskAddress,
+        UndeployOptions, UndeployReport,
+    };
+
+    use super::*;
+
+    /// Two stale trial stacks; removing the first fails (say, the engine answers 500).
+    #[derive(Default)]
+    struct Stale {
+        removed: Mutex<Vec<String>>,
+    }
+
+    fn unused<T>() -> Result<T, EngineError> {
+        Err(EngineError::Cancelled {
+            context: "not used by the janitor".into(),
+        })
+    }
+
+    #[async_trait]
+    impl Engine for Stale {
+        async fn info(&self) -> Result<EngineInfo, EngineError> {
+            unused()
+        }
+        async fn deploy(
+            &self,
+            _: &StackPlan,
+            _: &DeployOptions,
+        ) -> Result<DeployOutcome, EngineError> {
+            unused()
+        }
+        async fn converge(
+            &self,
+            _: &str,
+            _: &ConvergeOptions,
+            _: &dyn ProgressObserver,
+        ) -> Result<ConvergeReport, EngineError> {
+            unused()
+        }
+        async fn undeploy(
+            &self,
+            stack: &str,
+            _: &UndeployOptions,
+            _: &dyn ProgressObserver,
+        ) -> Result<UndeployReport, EngineError> {
+            if stack == "tbroken" {
+                return Err(EngineError::Cancelled {
+                    context: "removing volume tbroken_data (in use)".into(),
+                });
+            }
+            self.removed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(stack.to_owned());
+            Ok(UndeployReport::default())
+        }
+        async fn ps(&self, _: &str) -> Result<Vec<ServiceStatus>, EngineError> {
+            unused()
+        }
+        async fn task_addresses(&self, _: &str) -> Result<Vec<TaskAddress>, EngineError> {
+            unused()
+        }
+        async fn image_ports(&self, _: &str) -> Result<Vec<u16>, EngineError> {
+            unused()
+        }
+        async fn exec(&self, _: &str, _: &[String]) -> Result<(i64, String), EngineError> {
+            unused()
+        }
+        async fn labelled_stacks(&self) -> Result<Vec<LabelledStack>, EngineError> {
+            Ok(["tbroken", "tfine"]
+                .map(|s| LabelledStack {
+                    stack: s.to_owned(),
+                    runs: vec![format!("run-{s}")],
+                    kinds: vec!["trial".to_owned()],
+                    created: Some("2000-01-01T00:00:00Z".to_owned()),
+                    objects: 3,
+                })
+                .to_vec())
+        }
+        async fn service_labels(
+            &self,
+            _: &str,
+        ) -> Result<std::collections::HashMap<String, String>, EngineError> {
+            unused()
+        }
+    }
+
+    #[derive(Debug)]
+    struct AllDead;
+
+    #[async_trait]
+    impl RunLiveness for AllDead {
+        async fn liveness(&self, _: &str, _: &str) -> Liveness {
+            Liveness::Dead
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stack_that_cannot_be_removed_is_reported_and_the_pass_goes_on() {
+        let engine = Stale::default();
+        let options = JanitorOptions {
+            max_age: Duration::from_secs(3600),
+            dry_run: false,
+        };
+        let decisions = run(&engine, &AllDead, &options)
+            .await
+            .expect("one failed removal does not fail the pass");
+        assert_eq!(decisions.len(), 2);
+        assert_eq!(decisions[0].action, Action::Failed);
+        assert!(
+            decisions[0].reason.contains("tbroken_data (in use)"),
+            "the reason says what failed: {}",
+            decisions[0].reason
+        );
+        assert_eq!(decisions[1].action, Action::Removed);
+        assert_eq!(
+            *engine.removed.lock().expect("lock"),
+            vec!["tfine".to_owned()]
+        );
+    }
+
+    #[derive(Debug)]
+    struct Alive;
+
+    #[async_trait]
+    impl RunLiveness for Alive {
+        async fn liveness(&self, _: &str, _: &str) -> Liveness {
+            Liveness::Live
+        }
+    }
+
+    #[tokio::test]
+    async fn a_live_run_is_kept_however_old_its_stack_is() {
+        let engine = Stale::default();
+        let options = JanitorOptions {
+            max_age: Duration::from_secs(1),
+            dry_run: false,
+        };
+        let decisions = run(&engine, &Alive, &options).await.expect("pass");
+        assert!(
+            decisions.iter().all(|d| d.action == Action::Kept),
+            "{decisions:?}"
+        );
+        assert!(engine.removed.lock().expect("lock").is_empty());
+    }
+}

@@ -989,6 +989,8 @@ async fn teardown(ctx: &Ctx<'_>, report: &mut TrialReport, deployed: bool) {
     }
     let options = UndeployOptions {
         remove_data: true,
+        // An interrupted deploy's last request may still be creating something.
+        settle: report.interrupted,
         ..UndeployOptions::default()
     };
     let fresh = CancellationToken::new();

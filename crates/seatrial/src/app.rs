@@ -163,6 +163,7 @@ async fn undeploy(args: UndeployArgs) -> Result<(), Failure> {
     let options = UndeployOptions {
         remove_data: args.volumes,
         timeout: args.timeout,
+        ..UndeployOptions::default()
     };
     let report = engine.undeploy(&args.name, &options, &reporter).await;
     reporter.finish();

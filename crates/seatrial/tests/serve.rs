@@ -197,27 +197,9 @@ fn killed_server_run_is_recovered_and_its_stack_removed() {
 
 #[test]
 fn two_servers_on_one_postgres_run_each_of_20_runs_once() {
-    let url = std::env::var("SEATRIAL_TEST_POSTGRES_URL").expect(
-        "SEATRIAL_TEST_POSTGRES_URL is not set: run scripts/setup.sh (it starts PostgreSQL) and scripts/test.sh",
-    );
     // A database of its own, so the count is exact.
-    let db = format!("seatrial_serve_{}", std::process::id());
-    let psql = |sql: &str| {
-        let o = Command::new("psql")
-            .arg(&url)
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            o.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
-    psql(&format!("CREATE DATABASE {db}"));
-    let (base, _) = url.rsplit_once('/').expect("a database in the URL");
-    let own = format!("{base}/{db}");
+    let db = fresh_postgres("serve");
+    let own = db.url.clone();
 
     let data = scratch("pg");
     let recipe = portless_recipe(&data.join("recipe"));
@@ -250,7 +232,6 @@ fn two_servers_on_one_postgres_run_each_of_20_runs_once() {
     assert_eq!(owners.values().sum::<i32>(), 20);
     assert_eq!(owners.len(), 2, "both servers took runs: {owners:?}");
     drop((a, b));
-    psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
 
 /// A headless Chromium driven through chromedriver (WebDriver), at a phone's screen size.
@@ -501,4 +482,111 @@ fn run_timeout_and_cancel_stop_running_trials_with_teardown() {
         assert_eq!(teardown["result"], "pass", "{run:#}");
         assert_eq!(leftovers(run["stack"].as_str().expect("stack")), "");
     }
+}
+
+#[test]
+fn a_clone_that_never_answers_times_out_while_heartbeats_keep_the_lease() {
+    // A "git server" that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().map_while(Result::ok) {
+            held.push(c);
+        }
+    });
+    let data = scratch("hung-clone");
+    // A short lease: a trial that blocked the runtime (no heartbeats) would lose it to the
+    // server's own reaper and come back as a second attempt.
+    let server = Server::start(&data, None, &[("SEATRIAL_LEASE", "2s")]);
+    let (status, body, _) = http(
+        "POST",
+        &server.url("/api/runs"),
+        Some(TOKEN),
+        Some(&json!({ "recipe": format!("http://127.0.0.1:{port}/recipe.git"), "ref": "main", "timeout": "8s" })),
+    )
+    .expect("POST");
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).expect("json")["id"]
+        .as_i64()
+        .expect("id");
+    let started = Instant::now();
+    let run = server.wait_done(id, Duration::from_secs(60));
+    assert_eq!(run["state"], "timed_out", "{run:#}");
+    assert_eq!(run["attempt"], 1, "the lease held throughout: {run:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped {:?} after it was queued",
+        started.elapsed()
+    );
+    let git_left = Command::new("pgrep")
+        .args(["-f", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("pgrep");
+    assert!(
+        String::from_utf8_lossy(&git_left.stdout).trim().is_empty(),
+        "git outlived the run"
+    );
+}
+
+#[test]
+fn a_server_whose_clock_runs_an_hour_ahead_never_reaps_a_healthy_run() {
+    let db = fresh_postgres("skew");
+    let own = db.url.clone();
+    let data = scratch("skew");
+    let dir = data.join("recipe");
+    let recipe = portless_recipe(&dir);
+    std::fs::create_dir_all(dir.join("tests")).expect("dir");
+    let script = dir.join("tests/01-slow");
+    std::fs::write(&script, "#!/bin/sh\nsleep 8\n").expect("write");
+    Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let lease = ("SEATRIAL_LEASE", "2s");
+    let a = Server::start(&data.join("a"), Some(&own), &[lease]);
+    let id = a.enqueue(&recipe);
+    let until = Instant::now() + Duration::from_secs(60);
+    while a.get(&format!("/api/runs/{id}"))["state"] != "running" {
+        assert!(Instant::now() < until, "run {id} never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A second server on the same database whose clock is an hour ahead: by its own clock every
+    // lease of server a expired long ago. It reaps at start and every second.
+    let mut env = vec![lease];
+    env.extend(skewed_clock("+1h"));
+    let b = Server::start(&data.join("b"), Some(&own), &env);
+    // Its clock really is skewed: a run it queues is stamped an hour ahead.
+    let (status, body, _) = http(
+        "POST",
+        &b.url("/api/runs"),
+        Some(TOKEN),
+        Some(&json!({ "recipe": recipe })),
+    )
+    .expect("POST");
+    assert_eq!(status, 201, "{body}");
+    let probe: Value = serde_json::from_str(&body).expect("json");
+    let first = a.get(&format!("/api/runs/{id}"));
+    let stamp = |run: &Value, key: &str| {
+        run[key]
+            .as_str()
+            .and_then(|t| t.get(11..13))
+            .and_then(|h| h.parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("no {key} in {run:#}"))
+    };
+    assert_eq!(
+        (stamp(&probe, "created_at") - stamp(&first, "created_at")).rem_euclid(24),
+        1,
+        "server b runs an hour ahead: {probe:#} vs {first:#}"
+    );
+
+    let run = a.wait_done(id, Duration::from_secs(120));
+    assert_eq!(run["state"], "passed", "{run:#}\n{}", b.log_text());
+    assert_eq!(
+        run["attempt"], 1,
+        "never reaped by the server with the skewed clock: {run:#}"
+    );
+    let other = probe["id"].as_i64().expect("id");
+    let _ = a.wait_done(other, Duration::from_secs(120));
 }

@@ -594,9 +594,9 @@ impl SwarmEngine {
             .stack_networks(stack)
             .await?
             .into_iter()
-            .filter(|(_, name)| targets.networks.contains(name))
+            .filter(|(_, name)| targets.network(name))
             .count();
-        let any = |named: &HashSet<String>| targets.all_data || !named.is_empty();
+        let any = |named: &HashSet<String>| targets.data() || !named.is_empty();
         let volumes = if any(&targets.volumes) {
             let list = self.stack_volumes(stack).await?;
             list.iter().filter(|v| targets.volume(v)).count()
@@ -623,6 +623,49 @@ impl SwarmEngine {
             secrets,
             configs,
         })
+    }
+
+    /// Deletes the named services (remembering their stop grace periods for
+    /// [`Self::stop_orphans`]); `true` when an agent may still create a container for one of
+    /// them (see [`Self::containers_in_flight`]).
+    async fn delete_services(
+        &self,
+        stack: &str,
+        names: &[String],
+        grace: &mut HashMap<String, Duration>,
+        report: &mut UndeployReport,
+    ) -> Result<bool> {
+        let mut removing = Vec::new();
+        for name in names {
+            if let Ok(svc) = self.docker.inspect_service(name, None).await {
+                let period = svc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.task_template.as_ref())
+                    .and_then(|t| t.container_spec.as_ref())
+                    .and_then(|c| c.stop_grace_period)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .map_or(DEFAULT_STOP_GRACE, Duration::from_nanos);
+                grace.insert(name.clone(), period);
+                removing.push(svc);
+            }
+        }
+        // Asked before the services go: afterwards their tasks are no longer listed.
+        let in_flight = match self.containers_in_flight(&removing).await {
+            Ok(b) => b,
+            Err(e) => {
+                debug!(%stack, error = %e, "cannot tell whether tasks are starting; assuming so");
+                true
+            }
+        };
+        for name in names {
+            match self.docker.delete_service(name).await {
+                Ok(()) => report.removed_services.push(name.clone()),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(EngineError::api(format!("removing service `{name}`"))(e)),
+            }
+        }
+        Ok(in_flight)
     }
 
     /// Whether an agent may still create a container (and with it the task's volumes) for one
@@ -680,6 +723,7 @@ impl SwarmEngine {
         stack: &str,
         targets: Targets,
         timeout: Duration,
+        settle: bool,
         observer: &dyn ProgressObserver,
     ) -> Result<UndeployReport> {
         let started = Instant::now();
@@ -687,36 +731,19 @@ impl SwarmEngine {
         let mut pulse = Pulse::start(&self.docker, stack);
         let mut report = UndeployReport::default();
         let mut grace = HashMap::new();
-        let mut removing = Vec::new();
-        for name in &targets.services {
-            if let Ok(svc) = self.docker.inspect_service(name, None).await {
-                let period = svc
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.task_template.as_ref())
-                    .and_then(|t| t.container_spec.as_ref())
-                    .and_then(|c| c.stop_grace_period)
-                    .and_then(|n| u64::try_from(n).ok())
-                    .map_or(DEFAULT_STOP_GRACE, Duration::from_nanos);
-                grace.insert(name.clone(), period);
-                removing.push(svc);
-            }
-        }
-        // Asked before the services go: afterwards their tasks are no longer listed.
-        let in_flight = match self.containers_in_flight(&removing).await {
-            Ok(b) => b,
-            Err(e) => {
-                debug!(%stack, error = %e, "cannot tell whether tasks are starting; assuming so");
-                true
-            }
+        let names = match targets.whole_stack {
+            Some(_) => self
+                .stack_services(stack)
+                .await?
+                .into_iter()
+                .filter_map(|s| s.spec?.name)
+                .collect(),
+            None => targets.services.clone(),
         };
-        for name in &targets.services {
-            match self.docker.delete_service(name).await {
-                Ok(()) => report.removed_services.push(name.clone()),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(EngineError::api(format!("removing service `{name}`"))(e)),
-            }
-        }
+        let mut in_flight = self
+            .delete_services(stack, &names, &mut grace, &mut report)
+            .await?
+            || settle;
         let mut stopped = HashSet::new();
         self.stop_orphans(stack, &grace, &mut stopped).await?;
         loop {
@@ -739,6 +766,22 @@ impl SwarmEngine {
                     "waiting for stack `{stack}` to be removed: still there after {}: {left:?}",
                     crate::fmt_duration(timeout)
                 ))(BollardError::RequestTimeoutError));
+            }
+            if left.services > 0 && targets.whole_stack.is_some() {
+                // A service whose creation was still under way when the removal started.
+                let late: Vec<String> = self
+                    .stack_services(stack)
+                    .await?
+                    .into_iter()
+                    .filter_map(|s| s.spec?.name)
+                    .filter(|n| !report.removed_services.contains(n))
+                    .collect();
+                if !late.is_empty() {
+                    self.delete_services(stack, &late, &mut grace, &mut report)
+                        .await?;
+                    // Its tasks were just being made: containers may follow.
+                    in_flight = true;
+                }
             }
             if left.services == 0 && left.containers > 0 {
                 // Containers an agent created after the first pass.
@@ -823,7 +866,7 @@ impl SwarmEngine {
         // Errors here are mostly "still in use" races with the engine's cleanup: retried by
         // the caller's loop until the deadline, so only logged.
         for (id, name) in self.stack_networks(stack).await? {
-            if targets.networks.contains(&name) {
+            if targets.network(&name) {
                 match self.docker.remove_network(&id).await {
                     Ok(()) => report.removed_networks.push(name),
                     Err(e) if is_not_found(&e) => {}
@@ -849,7 +892,7 @@ impl SwarmEngine {
                 }
             }
         }
-        if targets.all_data || !targets.volumes.is_empty() {
+        if targets.data() || !targets.volumes.is_empty() {
             for name in self.stack_volumes(stack).await? {
                 if targets.volume(&name) {
                     match self
@@ -868,7 +911,10 @@ impl SwarmEngine {
     }
 }
 
-/// What a removal deletes, by name.
+/// What a removal deletes: exactly the named objects (the cleanup of a failed deploy), or the
+/// whole stack as listed at each look (undeploy) — an agent creates a task's volume when it
+/// creates its container, and an interrupted deploy's last request may still be completing, so
+/// what belongs to the stack can appear after the removal started.
 #[derive(Debug, Default)]
 struct Targets {
     services: Vec<String>,
@@ -876,21 +922,26 @@ struct Targets {
     volumes: HashSet<String>,
     secrets: HashSet<String>,
     configs: HashSet<String>,
-    /// Every volume, secret and config of the stack, as listed at each look (not only those
-    /// named above): an agent creates a task's volume when it creates its container, which can
-    /// be after the removal started.
-    all_data: bool,
+    /// `Some(with_data)`: everything of the stack; volumes, secrets and configs too when
+    /// `with_data`.
+    whole_stack: Option<bool>,
 }
 
 impl Targets {
+    fn network(&self, name: &str) -> bool {
+        self.whole_stack.is_some() || self.networks.contains(name)
+    }
+    fn data(&self) -> bool {
+        self.whole_stack == Some(true)
+    }
     fn volume(&self, name: &str) -> bool {
-        self.all_data || self.volumes.contains(name)
+        self.data() || self.volumes.contains(name)
     }
     fn secret(&self, name: &str) -> bool {
-        self.all_data || self.secrets.contains(name)
+        self.data() || self.secrets.contains(name)
     }
     fn config(&self, name: &str) -> bool {
-        self.all_data || self.configs.contains(name)
+        self.data() || self.configs.contains(name)
     }
 }
 
@@ -937,13 +988,14 @@ impl Engine for SwarmEngine {
                         .collect(),
                     secrets: outcome.created_secrets.iter().cloned().collect(),
                     configs: outcome.created_configs.iter().cloned().collect(),
-                    all_data: false,
+                    whole_stack: None,
                 };
                 if let Err(cleanup) = self
                     .remove(
                         &plan.stack,
                         targets,
                         Duration::from_secs(120),
+                        false,
                         &crate::NoProgress,
                     )
                     .await
@@ -970,51 +1022,19 @@ impl Engine for SwarmEngine {
         options: &UndeployOptions,
         observer: &dyn ProgressObserver,
     ) -> Result<UndeployReport> {
-        let services: Vec<String> = self
-            .stack_services(stack)
-            .await?
-            .into_iter()
-            .filter_map(|s| s.spec?.name)
-            .collect();
-        let networks: HashSet<String> = self
-            .stack_networks(stack)
-            .await?
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect();
-        let mut targets = Targets {
-            services,
-            networks,
+        let targets = Targets {
+            whole_stack: Some(options.remove_data),
             ..Default::default()
         };
-        if options.remove_data {
-            targets.all_data = true;
-            targets.volumes = self.stack_volumes(stack).await?.into_iter().collect();
-            targets.secrets = self
-                .stack_secrets(stack)
-                .await?
-                .into_iter()
-                .map(|(_, n)| n)
-                .collect();
-            targets.configs = self
-                .stack_configs(stack)
-                .await?
-                .into_iter()
-                .map(|(_, n)| n)
-                .collect();
-        }
-        let nothing = targets.services.is_empty()
-            && targets.networks.is_empty()
-            && targets.volumes.is_empty()
-            && targets.secrets.is_empty()
-            && targets.configs.is_empty()
-            && self.stack_containers(stack).await?.is_empty();
-        if nothing {
+        // With `settle`, an interrupted deploy may still be creating something: look after a
+        // quiet moment instead of answering "not found" at once.
+        if !options.settle && self.remaining(stack, &targets).await?.is_empty() {
             return Err(EngineError::StackNotFound {
                 stack: stack.to_owned(),
             });
         }
-        self.remove(stack, targets, options.timeout, observer).await
+        self.remove(stack, targets, options.timeout, options.settle, observer)
+            .await
     }
 
     async fn ps(&self, stack: &str) -> Result<Vec<ServiceStatus>> {

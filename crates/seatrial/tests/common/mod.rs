@@ -236,6 +236,71 @@ pub fn leftovers(stack: &str) -> String {
     out
 }
 
+/// A PostgreSQL database of its own on the test server, created anew and dropped when dropped.
+pub struct Database {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+fn psql(url: &str, sql: &str) {
+    let o = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        o.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+pub fn fresh_postgres(name: &str) -> Database {
+    let admin = std::env::var("SEATRIAL_TEST_POSTGRES_URL").expect(
+        "SEATRIAL_TEST_POSTGRES_URL is not set: run scripts/setup.sh (it starts PostgreSQL) and scripts/test.sh",
+    );
+    let name = format!("seatrial_{name}_{}", std::process::id());
+    psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+    psql(&admin, &format!("CREATE DATABASE {name}"));
+    let (base, _) = admin.rsplit_once('/').expect("a database in the URL");
+    Database {
+        url: format!("{base}/{name}"),
+        admin,
+        name,
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin)
+            .args([
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+/// Environment that runs a process with its wall clock `offset` off (libfaketime, installed by
+/// scripts/setup.sh); monotonic time stays real.
+pub fn skewed_clock(offset: &'static str) -> [(&'static str, &'static str); 3] {
+    const LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        Path::new(LIB).exists(),
+        "{LIB} is missing: run scripts/setup.sh (it installs faketime)"
+    );
+    [
+        ("LD_PRELOAD", LIB),
+        ("FAKETIME", offset),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+}
+
 /// A one-service recipe without published ports, so several trials can run at once.
 pub fn portless_recipe(dir: &Path) -> String {
     std::fs::create_dir_all(dir).expect("dir");
