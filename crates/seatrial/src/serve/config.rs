@@ -585,6 +585,32 @@ mod tests {
     }
 
     #[test]
+    fn api_runs_are_permitted_nothing_unless_configured() {
+        let dir = std::env::temp_dir().join(format!("seatrial-api-permit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("seatrial.toml");
+        assert!(
+            load_with(None, &no_env)
+                .expect("defaults")
+                .api_permit
+                .is_empty()
+        );
+        std::fs::write(&path, "api_permit = [\"cap_add:NET_ADMIN\"]\n").expect("write");
+        let c = load_with(Some(&path), &no_env).expect("loads");
+        assert_eq!(
+            c.api_permit,
+            vec!["cap_add:NET_ADMIN".parse::<Permit>().expect("permit")]
+        );
+        std::fs::write(&path, "api_permit = [\"host-bind:var\"]\n").expect("write");
+        let err = load_with(Some(&path), &no_env).expect_err("relative path");
+        assert!(
+            err.starts_with("api_permit: ") && err.contains("absolute"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn tokens_compare_exactly() {
         let t = ApiToken("s3cret".into());
         assert!(t.matches("s3cret"));
