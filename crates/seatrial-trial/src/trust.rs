@@ -33,13 +33,15 @@ impl Trust {
             return Ok(());
         }
         let what: Vec<String> = refused.iter().map(ToString::to_string).collect();
-        let mut entries: Vec<String> = refused
-            .iter()
-            .map(|v| format!("\"{}\"", v.permit()))
-            .collect();
-        entries.dedup();
+        let mut entries: Vec<String> = Vec::new();
+        for v in &refused {
+            let entry = format!("\"{}\"", v.permit());
+            if !entries.contains(&entry) {
+                entries.push(entry);
+            }
+        }
         Err(format!(
-            "refused: {revision} of this untrusted recipe (a pull request or API run) reaches into the host: {}. If it must, the operator permits it: add {} to `permit` of the repository's [[repos]] entry in seatrial serve's config (`api_permit` for API runs)",
+            "refused: {revision} of this untrusted recipe (a pull request or API run) reaches into the host: {}. If it must, the operator permits it: add {} to `permit` of the repository's [[repos]] entry in seatrial serve's config (`api_permit` for API runs; `--permit` of seatrial test --untrusted)",
             what.join("; "),
             entries.join(", ")
         ))

@@ -202,3 +202,37 @@ fn a_pr_mounting_the_docker_socket_or_etc_is_refused_unless_permitted() {
         "the secrets test ran and passed: {tests:#}"
     );
 }
+
+#[test]
+fn seatrial_test_untrusted_refuses_what_is_not_permitted() {
+    let data = scratch("untrusted-cli");
+    let recipe = data.join("recipe");
+    std::fs::create_dir_all(&recipe).expect("dir");
+    std::fs::write(
+        recipe.join("compose.yml"),
+        "services:\n  web:\n    image: seatrial-fixture/web:2\n    cap_add: [SYS_ADMIN]\n    volumes:\n      - /run/docker.sock:/var/run/docker.sock\n",
+    )
+    .expect("write");
+    let recipe = recipe.to_str().expect("utf8");
+    let test = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_seatrial"))
+            .args(["test", recipe, "--timeout", "2m"])
+            .args(extra)
+            .env("SEATRIAL_DATA_DIR", &data)
+            .output()
+            .expect("seatrial test");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = test(&["--untrusted", "--permit", "docker-socket"]);
+    assert_eq!(code, Some(2), "bad input: {stderr}");
+    assert!(
+        stderr.contains("[cap_add:SYS_ADMIN]") && !stderr.contains("[docker-socket]"),
+        "only what is not permitted is named: {stderr}"
+    );
+    let (code, stderr) = test(&["--permit", "docker-socket"]);
+    assert_eq!(code, Some(2), "--permit needs --untrusted: {stderr}");
+    assert!(stderr.contains("--untrusted"), "{stderr}");
+}
