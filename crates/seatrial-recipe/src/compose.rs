@@ -96,6 +96,11 @@ pub struct Service {
     /// Service-level `x-*` extension fields, kept verbatim.
     #[serde(skip)]
     pub extensions: IndexMap<String, Value>,
+    /// Keys that reach into the host (`privileged`, `devices`, `network_mode`, `pid`, ...; see
+    /// [`crate::policy::HOST_OPTION_KEYS`]), kept verbatim so the policy can judge them. Swarm
+    /// ignores them and seatrial does not deploy them, but `docker compose` would apply them.
+    #[serde(skip)]
+    pub host_options: IndexMap<String, Value>,
 }
 
 /// A published port, normalised from `"8080:80/tcp"` or the long syntax.

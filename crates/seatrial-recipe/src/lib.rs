@@ -11,6 +11,7 @@ pub mod lint;
 pub mod load;
 pub mod merge;
 pub mod naming;
+pub mod policy;
 pub mod recipe;
 pub mod secret;
 pub mod validate;

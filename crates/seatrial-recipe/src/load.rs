@@ -169,13 +169,28 @@ pub fn compose_from_value(
             .unwrap_or_default()
     };
     let top_extensions = extensions(Some(&value));
-    let service_extensions: Vec<(String, indexmap::IndexMap<String, Value>)> = value
+    let host_options = |v: &Value| -> indexmap::IndexMap<String, Value> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| crate::policy::HOST_OPTION_KEYS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    type Kept = (
+        String,
+        indexmap::IndexMap<String, Value>,
+        indexmap::IndexMap<String, Value>,
+    );
+    let service_extensions: Vec<Kept> = value
         .get("services")
         .and_then(Value::as_object)
         .map(|services| {
             services
                 .iter()
-                .map(|(name, svc)| (name.clone(), extensions(Some(svc))))
+                .map(|(name, svc)| (name.clone(), extensions(Some(svc)), host_options(svc)))
                 .collect()
         })
         .unwrap_or_default();
@@ -191,9 +206,10 @@ pub fn compose_from_value(
             message: e.into_inner().to_string(),
         })?;
     compose.extensions = top_extensions;
-    for (name, ext) in service_extensions {
+    for (name, ext, host) in service_extensions {
         if let Some(svc) = compose.services.get_mut(&name) {
             svc.extensions = ext;
+            svc.host_options = host;
         }
     }
     let findings = unknown

@@ -8,6 +8,7 @@ pub mod junit;
 pub mod probe;
 pub mod recipe_tests;
 pub mod settings;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::probe::ProbeSpec;
 use crate::settings::{Settings, Strategy};
+pub use crate::trust::Trust;
 
 /// Everything a trial needs to know.
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct TrialConfig {
     /// This run's id and stack name (see [`identity`]).
     pub run_id: String,
     pub stack: String,
+    /// Whose recipe this is: an untrusted one's host access is refused at prepare.
+    pub trust: Trust,
 }
 
 /// A fresh run id and the stack name it gives `recipe` at `reference`.
@@ -611,7 +615,15 @@ fn prepare(
     }
     // Resolve both now, so a broken release fails here rather than halfway through.
     for rev in std::iter::once(change).chain(previous) {
-        let (_, app) = resolve(ctx, &s, rev)?;
+        let (recipe, app) = resolve(ctx, &s, rev)?;
+        let which = rev
+            .version
+            .as_deref()
+            .map_or("the change".into(), |v| format!("release {v}"));
+        ctx.config
+            .trust
+            .check(&recipe.dir, &app, &which)
+            .map_err(bad)?;
         let plan = plan(ctx, rev, &app, &mut HashMap::new())?;
         seatrial_engine::convert::convert(&plan).map_err(|findings| {
             StageError::from(EngineError::Invalid {

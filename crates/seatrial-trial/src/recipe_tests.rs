@@ -1,10 +1,15 @@
 //! The recipe's own tests: every executable file in `tests/`, sorted by name, run on the host
 //! with the documented environment, each with a timeout. Exit 0 passes; anything else — including
 //! a test that cannot be started — fails.
+//!
+//! A test is someone else's code running as seatrial's user, so it gets a minimal environment:
+//! nothing of seatrial's own (API and forge tokens, the webhook secret, the database URL) and a
+//! fresh empty `HOME` of its own.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -36,6 +41,65 @@ impl Drop for GroupKill {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+/// Host variables a test inherits (when set): where programs are, the locale and time zone, who
+/// it runs as, and the client certificates of a TLS engine (`DOCKER_HOST` is in the contract).
+const INHERITED: [&str; 8] = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+];
+
+/// `PATH` when seatrial itself has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The whole environment of a test: [`INHERITED`] from `host`, `HOME`, then the contract
+/// variables (`SEATRIAL_STACK`, ..., `DOCKER_HOST`).
+pub fn environment(
+    host: impl Fn(&str) -> Option<String>,
+    contract: &[(String, String)],
+    home: &Path,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = INHERITED
+        .iter()
+        .filter_map(|k| Some(((*k).to_owned(), host(k)?)))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.push(("HOME".into(), home.to_string_lossy().into_owned()));
+    env.extend(contract.iter().cloned());
+    env
+}
+
+/// A fresh, private, empty `HOME` for one test; removed with what the test left in it.
+struct TestHome(PathBuf);
+
+impl TestHome {
+    fn create() -> std::io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "seatrial-test-home-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A leftover of an earlier process with this pid is not ours to reuse.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -128,8 +192,27 @@ pub async fn run(
         .canonicalize()
         .unwrap_or_else(|_| recipe_dir.to_owned());
     let path = recipe_dir.join("tests").join(name);
+    let cannot_run = |why: String| TestResult {
+        name: name.to_owned(),
+        passed: false,
+        outcome: format!("cannot run: {why}"),
+        duration_ms: started.elapsed().as_millis() as u64,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let home = match TestHome::create() {
+        Ok(h) => h,
+        Err(e) => {
+            return cannot_run(format!(
+                "cannot create its HOME under {}: {e}",
+                std::env::temp_dir().display()
+            ));
+        }
+    };
+    let env = environment(|k| std::env::var(k).ok(), env, &home.0);
     let spawned = Command::new(&path)
         .current_dir(&recipe_dir)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -140,16 +223,7 @@ pub async fn run(
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            return TestResult {
-                name: name.to_owned(),
-                passed: false,
-                outcome: format!("cannot run: {e}"),
-                duration_ms: started.elapsed().as_millis() as u64,
-                stdout: String::new(),
-                stderr: String::new(),
-            };
-        }
+        Err(e) => return cannot_run(e.to_string()),
     };
     // However the test ends — exit, timeout, or the trial cancelled under it — nothing it
     // started outlives it.
@@ -198,7 +272,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::{Capped, KEEP_HEAD, KEEP_TAIL};
+    use super::*;
 
     #[test]
     fn short_output_is_kept_whole() {
@@ -242,5 +316,89 @@ mod tests {
         let mut c = Capped::default();
         c.push(&vec![b'a'; KEEP_HEAD + KEEP_TAIL + 10]);
         assert!(c.render().contains("[… 10 bytes cut"));
+    }
+
+    const SECRETS: [&str; 5] = [
+        "SEATRIAL_API_TOKEN",
+        "SEATRIAL_FORGE_TOKEN",
+        "SEATRIAL_WEBHOOK_SECRET",
+        "SEATRIAL_DATABASE_URL",
+        "SEATRIAL_TEST_POSTGRES_URL",
+    ];
+
+    fn contract() -> Vec<(String, String)> {
+        vec![
+            ("SEATRIAL_STACK".into(), "t-1".into()),
+            ("DOCKER_HOST".into(), "unix:///var/run/docker.sock".into()),
+        ]
+    }
+
+    #[test]
+    fn seatrial_secrets_never_reach_a_test() {
+        let host = |k: &str| match k {
+            "PATH" => Some("/opt/bin:/usr/bin".to_owned()),
+            "HOME" => Some("/root".to_owned()),
+            k if SECRETS.contains(&k) => Some("s3cret".to_owned()),
+            _ => None,
+        };
+        let env = environment(host, &contract(), Path::new("/tmp/home-x"));
+        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["PATH", "HOME", "SEATRIAL_STACK", "DOCKER_HOST"]);
+        assert!(env.contains(&("HOME".into(), "/tmp/home-x".into())));
+        assert!(env.iter().all(|(_, v)| v != "s3cret"));
+    }
+
+    #[tokio::test]
+    async fn a_test_sees_only_its_environment_and_a_fresh_home() {
+        let dir = std::env::temp_dir().join(format!("seatrial-rt-env-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("tests")).expect("dir");
+        let script = dir.join("tests/env.sh");
+        std::fs::write(&script, "#!/bin/sh\nls -A \"$HOME\" >&2\nenv\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let r = run(&dir, "env.sh", &contract(), Duration::from_secs(30)).await;
+        assert!(r.passed, "{r:?}");
+        let keys: Vec<&str> = r
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, _)| k)
+            .collect();
+        // The test process runs under cargo, whose CARGO_* variables would leak without env_clear.
+        assert!(
+            std::env::var("CARGO_PKG_NAME").is_ok(),
+            "cargo sets it for tests"
+        );
+        for k in &keys {
+            assert!(
+                [
+                    "PATH",
+                    "LANG",
+                    "LC_ALL",
+                    "TZ",
+                    "USER",
+                    "LOGNAME",
+                    "HOME",
+                    "SEATRIAL_STACK",
+                    "DOCKER_HOST",
+                    "PWD",
+                    "SHLVL",
+                    "_",
+                    "OLDPWD"
+                ]
+                .contains(k),
+                "{k} leaked into the test: {}",
+                r.stdout
+            );
+        }
+        let home = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("HOME="))
+            .expect("HOME is set");
+        assert!(home.contains("seatrial-test-home-"), "{home}");
+        assert_eq!(r.stderr, "", "HOME starts empty");
+        assert!(!Path::new(home).exists(), "HOME is removed after the test");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

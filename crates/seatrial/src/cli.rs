@@ -177,6 +177,18 @@ pub struct TestArgs {
     /// The janitor pass before the trial also reaps trial stacks of unknown runs this old.
     #[arg(long, default_value = "2h", value_parser = parse_duration)]
     pub janitor_max_age: Duration,
+    /// Treat the recipe as someone else's, as `!testme` runs do: host access (host binds, the
+    /// Docker socket, privileges, host namespaces, devices) is refused at prepare.
+    #[arg(long)]
+    pub untrusted: bool,
+    /// With --untrusted: allow one finding, `rule` or `rule:value` (e.g. docker-socket,
+    /// host-bind:/var/log).
+    #[arg(long, value_name = "RULE[:VALUE]", value_parser = parse_permit, requires = "untrusted")]
+    pub permit: Vec<seatrial_recipe::policy::Permit>,
+}
+
+fn parse_permit(s: &str) -> Result<seatrial_recipe::policy::Permit, String> {
+    s.parse()
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

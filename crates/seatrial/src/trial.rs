@@ -121,6 +121,13 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
         data_dir: crate::secrets::data_dir(),
         janitor_max_age: args.janitor_max_age,
         liveness: None,
+        trust: if args.untrusted {
+            seatrial_trial::Trust::Untrusted {
+                permit: args.permit.clone(),
+            }
+        } else {
+            seatrial_trial::Trust::Local
+        },
     };
     let cancel = CancellationToken::new();
     let signals = watch_signals(cancel.clone(), stack)?;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use seatrial_recipe::policy::Permit;
 use serde::Deserialize;
 
 /// An API bearer token. Never printed: `Debug` shows its length only.
@@ -64,6 +65,8 @@ pub struct ServeConfig {
     pub run_timeouts: std::collections::BTreeMap<String, Duration>,
     /// The forge integration, when `[forge]` (or SEATRIAL_FORGE_URL) is set.
     pub forge: Option<ForgeConfig>,
+    /// Host access allowed to runs queued through the API (which are untrusted too).
+    pub api_permit: Vec<Permit>,
 }
 
 impl ServeConfig {
@@ -121,6 +124,9 @@ struct RepoFile {
     timeout: Option<String>,
     /// This repository's probe settings (over the server's `[probe]`).
     probe: Option<RepoProbeFile>,
+    /// Host access its recipes may have despite being untrusted (`docker-socket`, ...).
+    #[serde(default)]
+    permit: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +152,8 @@ pub struct EnrolledRepo {
     pub timeout: Option<Duration>,
     /// Probe settings for its trials.
     pub probe: seatrial_trial::settings::Overrides,
+    /// Policy findings its (untrusted) recipes may have.
+    pub permit: Vec<Permit>,
 }
 
 fn dot() -> String {
@@ -211,6 +219,16 @@ struct File {
     forge: Option<ForgeFile>,
     #[serde(default)]
     repos: Vec<RepoFile>,
+    #[serde(default)]
+    api_permit: Vec<String>,
+}
+
+/// Parses `permit` entries, naming the key they come from in errors.
+fn permits(key: &str, entries: &[String]) -> Result<Vec<Permit>, String> {
+    entries
+        .iter()
+        .map(|e| e.parse().map_err(|err| format!("{key}: {err}")))
+        .collect()
 }
 
 /// Reads the config: `path` when given (it must exist), else defaults; then the environment.
@@ -332,6 +350,7 @@ pub fn load_with(
                     .transpose()
                 };
                 let timeout = dur("timeout", r.timeout.clone())?;
+                let permit = permits(&format!("[[repos]] {}: permit", r.name), &r.permit)?;
                 let p = r.probe.unwrap_or_default();
                 let probe = seatrial_trial::settings::Overrides {
                     strategy: p.strategy,
@@ -356,6 +375,7 @@ pub fn load_with(
                     recipe,
                     timeout,
                     probe,
+                    permit,
                 });
             }
             Some(ForgeConfig {
@@ -422,6 +442,7 @@ pub fn load_with(
         probe,
         run_timeouts,
         forge,
+        api_permit: permits("api_permit", &file.api_permit)?,
     })
 }
 
@@ -515,7 +536,7 @@ mod tests {
             .expect("write")
         };
         write(
-            "[[repos]]\nname = \"coop/app\"\n\n[[repos]]\nname = \"coop/mono\"\nrecipe = \"apps/x/\"\ntimeout = \"90m\"\nprobe = { path = \"/health\", status = \"200\" }\n",
+            "[[repos]]\nname = \"coop/app\"\n\n[[repos]]\nname = \"coop/mono\"\nrecipe = \"apps/x/\"\ntimeout = \"90m\"\nprobe = { path = \"/health\", status = \"200\" }\npermit = [\"docker-socket\", \"host-bind:/var/log\"]\n",
         );
         let c = load_with(Some(&path), &no_env).expect("loads");
         let f = c.forge.expect("forge");
@@ -534,6 +555,19 @@ mod tests {
         assert_eq!(f.repos[1].timeout, Some(Duration::from_secs(5400)));
         assert_eq!(f.repos[1].probe.path.as_deref(), Some("/health"));
         assert_eq!(f.repos[1].probe.status, Some((200, 200)));
+        assert!(
+            f.repos[0].permit.is_empty(),
+            "nothing is permitted by default"
+        );
+        let permit: Vec<String> = f.repos[1].permit.iter().map(ToString::to_string).collect();
+        assert_eq!(permit, ["docker-socket", "host-bind:/var/log"]);
+
+        write("[[repos]]\nname = \"coop/app\"\npermit = [\"docker_sock\"]\n");
+        let err = load_with(Some(&path), &no_env).expect_err("unknown rule");
+        assert!(
+            err.contains("[[repos]] coop/app: permit") && err.contains("docker-socket"),
+            "{err}"
+        );
 
         write("[[repos]]\nname = \"coop/app\"\nrecipe = \"../elsewhere\"\n");
         let err = load_with(Some(&path), &no_env).expect_err("outside the repository");
@@ -547,6 +581,32 @@ mod tests {
         std::fs::write(&path, "[forge]\nurl = \"https://git.example.org\"\n").expect("write");
         let err = load_with(Some(&path), &no_env).expect_err("no token");
         assert!(err.contains("SEATRIAL_FORGE_TOKEN"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn api_runs_are_permitted_nothing_unless_configured() {
+        let dir = std::env::temp_dir().join(format!("seatrial-api-permit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("seatrial.toml");
+        assert!(
+            load_with(None, &no_env)
+                .expect("defaults")
+                .api_permit
+                .is_empty()
+        );
+        std::fs::write(&path, "api_permit = [\"cap_add:NET_ADMIN\"]\n").expect("write");
+        let c = load_with(Some(&path), &no_env).expect("loads");
+        assert_eq!(
+            c.api_permit,
+            vec!["cap_add:NET_ADMIN".parse::<Permit>().expect("permit")]
+        );
+        std::fs::write(&path, "api_permit = [\"host-bind:var\"]\n").expect("write");
+        let err = load_with(Some(&path), &no_env).expect_err("relative path");
+        assert!(
+            err.starts_with("api_permit: ") && err.contains("absolute"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 

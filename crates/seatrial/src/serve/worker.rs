@@ -556,6 +556,14 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         liveness: Some(shared.liveness.clone()),
         run_id,
         stack,
+        // Forge and API runs are someone else's recipe: host access only as the config permits.
+        trust: seatrial_trial::Trust::Untrusted {
+            permit: match (&enrolled, &run.repo) {
+                (Some(e), _) => e.permit.clone(),
+                (None, Some(_)) => Vec::new(), // a repository no longer enrolled
+                (None, None) => shared.config.api_permit.clone(),
+            },
+        },
     };
     let recorder = Recorder {
         tx,
