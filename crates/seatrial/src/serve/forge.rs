@@ -178,7 +178,7 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
             reply(usage(prefix)).await;
             return;
         }
-        Ok(Command::Test { quick }) => quick,
+        Ok(Command::Test { quick, .. }) => quick,
     };
     if quick {
         reply(format!(
