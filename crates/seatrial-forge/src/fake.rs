@@ -78,8 +78,8 @@ struct Inner {
     latency: Duration,
     /// (status, Retry-After) of the next answers, last first.
     fail_next: Vec<(u16, Option<String>)>,
-    /// The next comment creations: created, then answered only after this long.
-    stall_comment_creation: Option<Duration>,
+    /// New comments whose body contains the text: created, then answered only after this long.
+    stall_comment_creation: Option<(String, Duration)>,
     requests: u64,
     unauthorized: u64,
 }
@@ -305,10 +305,15 @@ impl FakeForge {
         lock(&self.inner).fail_next = vec![(status, Some(retry_after.to_owned()))];
     }
 
-    /// From now on, a new comment is created at once but answered only after `d` (a client
-    /// that gives up before sees a timeout although the comment exists). `None` ends it.
-    pub fn stall_comment_creation(&self, d: Option<Duration>) {
-        lock(&self.inner).stall_comment_creation = d;
+    /// From now on, a new comment whose body contains `needle` (`""`: any) is created at once but
+    /// answered only after `d` — a client that gives up before sees a network error although the
+    /// comment exists.
+    pub fn stall_comment_creation(&self, needle: &str, d: Duration) {
+        lock(&self.inner).stall_comment_creation = Some((needle.to_owned(), d));
+    }
+
+    pub fn stop_stalling(&self) {
+        lock(&self.inner).stall_comment_creation = None;
     }
 
     /// Requests received (authorized or not).
@@ -571,8 +576,13 @@ async fn create(
             updated_at: stamp(st.clock),
         };
         let answer = json!({ "id": c.id, "body": c.body, "user": user_json(&c.user) });
+        let stall = st
+            .stall_comment_creation
+            .as_ref()
+            .filter(|(needle, _)| c.body.contains(needle.as_str()))
+            .map(|(_, d)| *d);
         st.comments.push(c);
-        (answer, st.stall_comment_creation)
+        (answer, stall)
     };
     if let Some(d) = stall {
         tokio::time::sleep(d).await;

@@ -236,7 +236,7 @@ async fn a_comment_is_never_posted_twice() {
 
     // The forge creates the comment, but its answer comes after the client gave up: a network
     // error after the request was sent. Retrying would post a second comment.
-    forge.stall_comment_creation(Some(Duration::from_secs(2)));
+    forge.stall_comment_creation("", Duration::from_secs(2));
     let before = forge.requests();
     let err = gitea
         .comment(&repo(), 5, "queued")
@@ -247,7 +247,7 @@ async fn a_comment_is_never_posted_twice() {
         "{err}"
     );
     assert_eq!(forge.requests() - before, 1, "not retried");
-    forge.stall_comment_creation(None);
+    forge.stop_stalling();
     assert_eq!(
         forge.comments("coop/recipe", 5).len(),
         1,
