@@ -678,6 +678,58 @@ mod tests {
     }
 
     #[test]
+    fn run_settings_are_fixed_at_enqueue_and_read_back_the_same() {
+        let dir =
+            std::env::temp_dir().join(format!("seatrial-settings-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("seatrial.toml");
+        std::fs::write(
+            &path,
+            "run_timeout = \"30m\"\n[probe]\nstrategy = \"url\"\nurl = \"https://proxy.example.org\"\ntimeout = \"2m\"\n\n[forge]\nurl = \"https://git.example.org\"\ntoken = \"t\"\n\n[[repos]]\nname = \"coop/mono\"\nrecipe = \"apps/x\"\ntimeout = \"90m\"\nprobe = { path = \"/health\", status = \"200\", services = [\"app\"] }\n",
+        )
+        .expect("write");
+        let c = load_with(Some(&path), &no_env).expect("loads");
+        let enrolled = c.enrolled("coop/mono");
+        assert!(enrolled.is_some());
+        let s = c.settings_for("https://git.example.org/coop/mono.git", enrolled, None);
+        assert_eq!(s.recipe_path.as_deref(), Some("apps/x"));
+        assert_eq!(s.timeout, Duration::from_secs(5400), "the repository's");
+        let expected = StoredProbe {
+            strategy: Some("url".into()),
+            url: Some("https://proxy.example.org".into()),
+            path: Some("/health".into()),
+            status: Some((200, 200)),
+            timeout_ms: Some(120_000),
+            services: Some(vec!["app".into()]),
+            ..StoredProbe::default()
+        };
+        assert_eq!(
+            s.probe, expected,
+            "the repository's probe over the server's"
+        );
+        let back = StoredProbe::from_json(&s.probe.to_json()).expect("reads back");
+        assert_eq!(back, expected);
+        let o = back.to_overrides().expect("overrides");
+        assert_eq!(StoredProbe::from_overrides(&o), expected);
+        let plain = c.settings_for("/recipes/x", None, None);
+        assert_eq!(
+            (plain.recipe_path, plain.timeout),
+            (None, Duration::from_secs(1800))
+        );
+        assert_eq!(plain.probe.path, None);
+        let err = StoredProbe::from_json(r#"{"strategy":"carrier-pigeon"}"#)
+            .expect("json")
+            .to_overrides()
+            .expect_err("unknown strategy");
+        assert!(
+            err.contains("carrier-pigeon") && err.contains("gateway"),
+            "{err}"
+        );
+        assert!(StoredProbe::from_json("{").is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn tokens_compare_exactly() {
         let t = ApiToken("s3cret".into());
         assert!(t.matches("s3cret"));
