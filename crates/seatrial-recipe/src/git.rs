@@ -2,9 +2,13 @@
 //! checkouts at a ref (never touching the maintainer's working tree), commit and dirtiness.
 
 use std::cmp::Ordering;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
 
 use crate::error::RecipeError;
 
@@ -78,26 +82,126 @@ impl Versions {
     }
 }
 
+/// How long one git command may take by default: long enough for a large clone, short enough
+/// that a clone from a server that never answers does not hang a trial for good.
+pub const GIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Output kept per stream of a git command.
+const MAX_GIT_OUTPUT: u64 = 4 * 1024 * 1024;
+
+/// When a git command must stop: its deadline, or a cancel flag set by whoever waits for it
+/// (a cancelled trial). A stopped command is killed with everything it started.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub timeout: Duration,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self {
+            timeout: GIT_TIMEOUT,
+            cancel: None,
+        }
+    }
+}
+
+impl Stop {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(AtomicOrdering::Relaxed))
+    }
+}
+
+/// Kills a process group (the git command and its helpers, e.g. `git-remote-https`).
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 fn git(dir: &Path, args: &[&str]) -> Result<String, RecipeError> {
-    let out = Command::new("git")
+    git_with(dir, args, &Stop::default())
+}
+
+/// Runs git in `dir` until it exits, its timeout passes or it is cancelled.
+fn git_with(dir: &Path, args: &[&str], stop: &Stop) -> Result<String, RecipeError> {
+    let fail = |message: String| RecipeError::Git {
+        dir: dir.to_owned(),
+        command: args.join(" "),
+        message,
+    };
+    let mut child = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|e| RecipeError::Git {
-            dir: dir.to_owned(),
-            command: args.join(" "),
-            message: format!("cannot run git: {e}; is git installed?"),
-        })?;
-    if !out.status.success() {
-        return Err(RecipeError::Git {
-            dir: dir.to_owned(),
-            command: args.join(" "),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a stop takes its helpers with it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail(format!("cannot run git: {e}; is git installed?")))?;
+    let capture = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(p) = pipe {
+                let _ = p.take(MAX_GIT_OUTPUT).read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = capture(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = capture(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(child.id());
+                return Err(fail(format!("cannot wait for git: {e}")));
+            }
+        }
+        let why = if stop.cancelled() {
+            Some("stopped: the run was cancelled".to_owned())
+        } else if started.elapsed() >= stop.timeout {
+            Some(format!(
+                "stopped after {}s without finishing (is the repository reachable?)",
+                stop.timeout.as_secs()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            kill_group(child.id());
+            let _ = child.wait();
+            return Err(fail(why));
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        return Err(fail(String::from_utf8_lossy(&stderr).trim().to_owned()));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// Is `dir` inside a git work tree?
@@ -195,6 +299,16 @@ static CHECKOUTS: AtomicU64 = AtomicU64::new(0);
 /// and checks out `reference` (branch, tag or commit) detached. The source repository is only
 /// read; every call gets its own directory, so concurrent loads never share a checkout.
 pub fn checkout(source: &str, reference: &str, work_root: &Path) -> Result<Checkout, RecipeError> {
+    checkout_with(source, reference, work_root, &Stop::default())
+}
+
+/// [`checkout`], stopped (and its directory removed) when `stop` says so.
+pub fn checkout_with(
+    source: &str,
+    reference: &str,
+    work_root: &Path,
+    stop: &Stop,
+) -> Result<Checkout, RecipeError> {
     std::fs::create_dir_all(work_root).map_err(|e| RecipeError::Io {
         path: work_root.to_owned(),
         source: e,
@@ -215,7 +329,7 @@ pub fn checkout(source: &str, reference: &str, work_root: &Path) -> Result<Check
         keep: false,
     };
     let dir_str = dir.to_string_lossy().into_owned();
-    git(
+    git_with(
         work_root,
         &[
             "clone",
@@ -225,6 +339,7 @@ pub fn checkout(source: &str, reference: &str, work_root: &Path) -> Result<Check
             source,
             &dir_str,
         ],
+        stop,
     )?;
     // Branches of the source are remote-tracking refs in the clone; try both spellings.
     let candidates = [
@@ -233,7 +348,7 @@ pub fn checkout(source: &str, reference: &str, work_root: &Path) -> Result<Check
     ];
     let commit = candidates
         .iter()
-        .find_map(|c| git(&dir, &["rev-parse", "--verify", "--quiet", c]).ok())
+        .find_map(|c| git_with(&dir, &["rev-parse", "--verify", "--quiet", c], stop).ok())
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| RecipeError::Git {
@@ -241,7 +356,7 @@ pub fn checkout(source: &str, reference: &str, work_root: &Path) -> Result<Check
             command: format!("rev-parse {reference}"),
             message: format!("`{reference}` is not a branch, tag or commit of {source}"),
         })?;
-    git(
+    git_with(
         &dir,
         &[
             "-c",
@@ -251,6 +366,7 @@ pub fn checkout(source: &str, reference: &str, work_root: &Path) -> Result<Check
             "--detach",
             &commit,
         ],
+        stop,
     )?;
     checkout.commit = commit;
     Ok(checkout)

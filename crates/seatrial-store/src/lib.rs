@@ -272,6 +272,15 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The database's own clock in milliseconds since the epoch, as SQL. Leases are measured by it
+/// alone, so servers whose clocks disagree never reap each other's healthy runs.
+fn db_now_sql(pool: &Pool) -> &'static str {
+    match pool {
+        Pool::Sqlite(_) => "CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
+        Pool::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    }
+}
+
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -467,6 +476,45 @@ impl Store {
         runs(rows)
     }
 
+    /// Queue positions (1 = next to be claimed) of those of `runs` that are queued, without
+    /// reading the whole queue: one indexed count before the first of them, and the queued ids
+    /// between the first and the last of them.
+    pub async fn queue_positions(
+        &self,
+        runs: &[Run],
+    ) -> Result<std::collections::HashMap<i64, usize>, StoreError> {
+        let queued: Vec<i64> = runs
+            .iter()
+            .filter(|r| r.state == RunState::Queued)
+            .map(|r| r.id)
+            .collect();
+        let (Some(&low), Some(&high)) = (queued.iter().min(), queued.iter().max()) else {
+            return Ok(std::collections::HashMap::new());
+        };
+        let before: i64 = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE state = 'queued' AND id < $1",
+        )
+        .bind(low)
+        .fetch_one(p)
+        .await)
+        .map_err(query_error("reading queue positions"))?;
+        let span: Vec<i64> = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT id FROM runs WHERE state = 'queued' AND id >= $1 AND id <= $2 ORDER BY id",
+        )
+        .bind(low)
+        .bind(high)
+        .fetch_all(p)
+        .await)
+        .map_err(query_error("reading queue positions"))?;
+        let before = usize::try_from(before).unwrap_or(0);
+        Ok(span
+            .into_iter()
+            .enumerate()
+            .filter(|(_, id)| queued.contains(id))
+            .map(|(i, id)| (id, before + i + 1))
+            .collect())
+    }
+
     /// Takes the oldest queued run for `owner`, leased for `lease`. Two claimers never get the
     /// same run: one statement on SQLite (writers are serialized), `FOR UPDATE SKIP LOCKED` on
     /// PostgreSQL.
@@ -475,9 +523,10 @@ impl Store {
             Pool::Sqlite(_) => "",
             Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         };
+        let db_now = db_now_sql(&self.pool);
         let sql = format!(
             "UPDATE runs SET state = 'running', attempt = attempt + 1, lease_owner = $1, \
-               lease_expires_at_ms = $2, started_at_ms = $3, reason = NULL \
+               lease_expires_at_ms = {db_now} + $2, started_at_ms = $3, reason = NULL \
              WHERE id = (SELECT id FROM runs WHERE state = 'queued' ORDER BY id LIMIT 1{lock}) \
                AND state = 'queued' \
              RETURNING {RUN_COLUMNS}"
@@ -485,7 +534,7 @@ impl Store {
         let now = now_ms();
         let row: Option<RunRow> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(owner)
-            .bind(now.saturating_add(ms(lease)))
+            .bind(ms(lease))
             .bind(now)
             .fetch_optional(p)
             .await)
@@ -500,11 +549,14 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let sql = "UPDATE runs SET lease_expires_at_ms = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'";
-        let done = on_pool!(self, p => sqlx::query(sql)
+        let sql = format!(
+            "UPDATE runs SET lease_expires_at_ms = {} + $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            db_now_sql(&self.pool)
+        );
+        let done = on_pool!(self, p => sqlx::query(&sql)
             .bind(id)
             .bind(owner)
-            .bind(now_ms().saturating_add(ms(lease)))
+            .bind(ms(lease))
             .execute(p)
             .await
             .map(|r| r.rows_affected()))
@@ -641,8 +693,9 @@ impl Store {
                  ELSE 'lease of ' || COALESCE(lease_owner, '?') || ' expired on attempt ' || CAST(attempt AS TEXT) || '; not retried' END, \
                finished_at_ms = CASE WHEN cancel_requested OR attempt >= $1 THEN $2 ELSE NULL END, \
                lease_owner = NULL, lease_expires_at_ms = NULL \
-             WHERE state = 'running' AND lease_expires_at_ms < $2 \
-             RETURNING {RUN_COLUMNS}"
+             WHERE state = 'running' AND lease_expires_at_ms < {db_now} \
+             RETURNING {RUN_COLUMNS}",
+            db_now = db_now_sql(&self.pool)
         );
         let rows: Vec<RunRow> = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(max_attempts)
@@ -671,10 +724,11 @@ impl Store {
         .fetch_all(p)
         .await)
         .map_err(query_error("counting runs"))?;
-        let active_leases: i64 = on_pool!(self, p => sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE state = 'running' AND lease_expires_at_ms >= $1",
-        )
-        .bind(now_ms())
+        let sql = format!(
+            "SELECT COUNT(*) FROM runs WHERE state = 'running' AND lease_expires_at_ms >= {}",
+            db_now_sql(&self.pool)
+        );
+        let active_leases: i64 = on_pool!(self, p => sqlx::query_scalar(&sql)
         .fetch_one(p)
         .await)
         .map_err(query_error("counting leases"))?;
@@ -691,6 +745,22 @@ impl Store {
             active_leases,
             by_state_and_mode: groups,
         })
+    }
+
+    /// Whether the run that made `stack` is alive: `Some(true)` while it runs under a lease that
+    /// holds by the database's clock, `Some(false)` when it ended or its lease expired, `None`
+    /// when no run of this store made the stack.
+    pub async fn stack_alive(&self, stack: &str) -> Result<Option<bool>, StoreError> {
+        let sql = format!(
+            "SELECT state = 'running' AND lease_expires_at_ms >= {} FROM runs WHERE stack = $1 ORDER BY id DESC LIMIT 1",
+            db_now_sql(&self.pool)
+        );
+        let alive: Option<Option<bool>> = on_pool!(self, p => sqlx::query_scalar(&sql)
+            .bind(stack)
+            .fetch_optional(p)
+            .await)
+        .map_err(query_error("asking whether a run is alive"))?;
+        Ok(alive.map(|a| a.unwrap_or(false)))
     }
 
     /// The polling cursor of a repository: `None` until its first poll.

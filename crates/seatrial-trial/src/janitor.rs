@@ -5,9 +5,16 @@
 //! `seatrial app deploy`, canonicals and infra apps are never touched), and its run is known
 //! dead (its registered process is gone) or, when nothing is known about the run here, it is
 //! older than `max_age`. Live runs are never touched.
+//!
+//! Who decides whether a run is alive: for runs of `seatrial serve`, the store (a run is alive
+//! while its lease holds, measured by the database's clock); for command-line trials, the
+//! [`RunRegistry`] of this host (pid files). See [`RunLiveness`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use seatrial_engine::labels::parse_rfc3339;
 use seatrial_engine::{Engine, EngineError, LabelledStack, NoProgress, UndeployOptions};
@@ -92,12 +99,33 @@ impl RunRegistry {
     }
 
     /// Forgets a dead run (after its resources are gone).
-    fn forget(&self, run_id: &str) {
+    pub fn forget(&self, run_id: &str) {
         if !run_id.is_empty() && !run_id.contains(['/', '.']) {
             let _ = std::fs::remove_file(self.dir.join(run_id));
         }
     }
 }
+
+/// Answers "is the run that made this stack still alive?".
+#[async_trait]
+pub trait RunLiveness: Send + Sync + std::fmt::Debug {
+    async fn liveness(&self, stack: &str, run_id: &str) -> Liveness;
+    /// Called once a dead run's resources are gone.
+    fn forget(&self, _run_id: &str) {}
+}
+
+#[async_trait]
+impl RunLiveness for RunRegistry {
+    async fn liveness(&self, _stack: &str, run_id: &str) -> Liveness {
+        RunRegistry::liveness(self, run_id)
+    }
+    fn forget(&self, run_id: &str) {
+        RunRegistry::forget(self, run_id);
+    }
+}
+
+/// A shared liveness oracle, as a trial's configuration carries it.
+pub type SharedLiveness = Arc<dyn RunLiveness>;
 
 #[derive(Debug, Clone)]
 pub struct JanitorOptions {
@@ -111,6 +139,8 @@ pub enum Action {
     Removed,
     WouldRemove,
     Kept,
+    /// Removal was tried and failed (the reason says why); the next pass tries again.
+    Failed,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,9 +155,9 @@ pub struct Decision {
     pub reason: String,
 }
 
-fn decide(
+async fn decide(
     stack: &LabelledStack,
-    registry: &RunRegistry,
+    runs: &dyn RunLiveness,
     options: &JanitorOptions,
     now: u64,
 ) -> (bool, String, Option<u64>) {
@@ -143,11 +173,10 @@ fn decide(
             age,
         );
     }
-    let states: Vec<(String, Liveness)> = stack
-        .runs
-        .iter()
-        .map(|r| (r.clone(), registry.liveness(r)))
-        .collect();
+    let mut states: Vec<(String, Liveness)> = Vec::new();
+    for run in &stack.runs {
+        states.push((run.clone(), runs.liveness(&stack.stack, run).await));
+    }
     if let Some((run, _)) = states.iter().find(|(_, l)| *l == Liveness::Live) {
         return (false, format!("run {run} is still running"), age);
     }
@@ -183,10 +212,12 @@ fn decide(
     }
 }
 
-/// Looks at every seatrial-labelled stack and removes the stale trials.
+/// Looks at every seatrial-labelled stack and removes the stale trials. An error listing the
+/// engine's stacks is returned; an error removing one stack is that stack's decision
+/// ([`Action::Failed`]), and the pass goes on.
 pub async fn run(
     engine: &dyn Engine,
-    registry: &RunRegistry,
+    runs: &dyn RunLiveness,
     options: &JanitorOptions,
 ) -> Result<Vec<Decision>, EngineError> {
     let now = std::time::SystemTime::now()
@@ -195,7 +226,7 @@ pub async fn run(
         .unwrap_or(0);
     let mut decisions = Vec::new();
     for stack in engine.labelled_stacks().await? {
-        let (remove, reason, age) = decide(&stack, registry, options, now);
+        let (remove, mut reason, age) = decide(&stack, runs, options, now).await;
         let action = match (remove, options.dry_run) {
             (false, _) => Action::Kept,
             (true, true) => Action::WouldRemove,
@@ -207,11 +238,15 @@ pub async fn run(
                 match engine.undeploy(&stack.stack, &undeploy, &NoProgress).await {
                     Ok(_) | Err(EngineError::StackNotFound { .. }) => {
                         for run in &stack.runs {
-                            registry.forget(run);
+                            runs.forget(run);
                         }
                         Action::Removed
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(stack = %stack.stack, error = %e, "the janitor could not remove a stale trial stack");
+                        reason = format!("{reason}; removing it failed: {e}");
+                        Action::Failed
+                    }
                 }
             }
         };

@@ -12,6 +12,8 @@ pub mod settings;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use seatrial_engine::labels::{self, RunLabels};
@@ -47,6 +49,9 @@ pub struct TrialConfig {
     pub data_dir: PathBuf,
     /// Age after which the janitor pass (before the trial) reaps trial stacks of unknown runs.
     pub janitor_max_age: Duration,
+    /// Who tells whether the run behind a trial stack is alive (a server's store); `None`: this
+    /// host's run registry under `data_dir` (command-line trials).
+    pub liveness: Option<janitor::SharedLiveness>,
     /// This run's id and stack name (see [`identity`]).
     pub run_id: String,
     pub stack: String,
@@ -297,13 +302,19 @@ pub async fn run(
         duration_ms: 0,
         stages: Vec::new(),
     };
-    let registry = janitor::RunRegistry::new(&config.data_dir);
-    // Registered before anything is created, so no janitor reaps this run while it lives.
-    let guard = registry.register(&run_id);
-    if let Err(e) = &guard {
-        // Without it the janitor treats this run as unknown: reaped only after its max age.
-        tracing::warn!(error = %e, dir = %config.data_dir.display(), "cannot register the running trial");
-    }
+    // A command-line trial registers on this host before anything is created, so no janitor
+    // reaps it while it lives; a server's trial is known to be alive by its store instead.
+    let guard = if config.liveness.is_none() {
+        let registry = janitor::RunRegistry::new(&config.data_dir);
+        let guard = registry.register(&run_id);
+        if let Err(e) = &guard {
+            // Without it the janitor treats this run as unknown: reaped only after its max age.
+            tracing::warn!(error = %e, dir = %config.data_dir.display(), "cannot register the running trial");
+        }
+        guard.ok()
+    } else {
+        None
+    };
     let ctx = Ctx {
         engine,
         observer,
@@ -319,7 +330,7 @@ pub async fn run(
     let teardown_failed = report.stages.iter().any(|s| {
         s.name == "teardown" && matches!(s.result, StageResult::Fail | StageResult::Error)
     });
-    if teardown_failed && let Ok(guard) = guard {
+    if teardown_failed && let Some(guard) = guard {
         // The registration outlives this process, so the next janitor knows the run is over
         // and removes what teardown could not.
         guard.leave();
@@ -344,19 +355,34 @@ async fn lifecycle(
         "prepare",
         "janitor pass, checkouts, settings, lint, resolution",
         Box::pin(async {
-            // First reap what killed trials left, so this one starts on a clean engine.
+            // First reap what killed trials left, so this one starts on a clean engine. The
+            // janitor's trouble is not this trial's: it is reported and the trial goes on.
             let registry = janitor::RunRegistry::new(&ctx.config.data_dir);
+            let runs: &dyn janitor::RunLiveness = match &ctx.config.liveness {
+                Some(l) => l.as_ref(),
+                None => &registry,
+            };
             let options = janitor::JanitorOptions {
                 max_age: ctx.config.janitor_max_age,
                 dry_run: false,
             };
-            let reaped: Vec<String> = janitor::run(ctx.engine, &registry, &options)
-                .await?
-                .into_iter()
-                .filter(|d| d.action == janitor::Action::Removed)
-                .map(|d| d.stack)
-                .collect();
-            let (change, previous, settings) = prepare(ctx)?;
+            let (reaped, janitor_trouble) = match janitor::run(ctx.engine, runs, &options).await {
+                Ok(decisions) => (
+                    decisions
+                        .iter()
+                        .filter(|d| d.action == janitor::Action::Removed)
+                        .map(|d| d.stack.clone())
+                        .collect::<Vec<_>>(),
+                    decisions
+                        .iter()
+                        .filter(|d| d.action == janitor::Action::Failed)
+                        .map(|d| format!("{}: {}", d.stack, d.reason))
+                        .collect::<Vec<_>>(),
+                ),
+                Err(e) => (Vec::new(), vec![e.to_string()]),
+            };
+            let (change, previous) = checkouts_off_runtime(&ctx.config).await?;
+            let settings = prepare(ctx, &change, previous.as_ref())?;
             let mut detail = match &previous {
                 Some(p) => format!(
                     "change at {}; upgrading from release {}",
@@ -372,6 +398,13 @@ async fn lifecycle(
                 detail.push_str(&format!(
                     "; janitor removed stale trial stack(s): {}",
                     reaped.join(", ")
+                ));
+            }
+            if !janitor_trouble.is_empty() {
+                tracing::warn!(trouble = ?janitor_trouble, "the janitor pass before the trial had trouble");
+                detail.push_str(&format!(
+                    "; janitor trouble (not this trial's; run `seatrial janitor`): {}",
+                    janitor_trouble.join("; ")
                 ));
             }
             prepared_state = Some((change, previous, settings));
@@ -552,9 +585,12 @@ fn resolve(
 
 /// Checkouts, settings (defaults < tests/seatrial.toml < command line), lint (errors stop the
 /// trial), and resolution of both revisions.
-fn prepare(ctx: &Ctx<'_>) -> Result<(Revision, Option<Revision>, Settings), StageError> {
+fn prepare(
+    ctx: &Ctx<'_>,
+    change: &Revision,
+    previous: Option<&Revision>,
+) -> Result<Settings, StageError> {
     let bad = |e: String| StageError::Error(e, ErrorKind::BadInput);
-    let (change, previous) = checkouts(&ctx.config).map_err(bad)?;
     let from_recipe = settings::read(&change.dir).map_err(bad)?;
     let s = Settings::default()
         .apply(&from_recipe)
@@ -574,7 +610,7 @@ fn prepare(ctx: &Ctx<'_>) -> Result<(Revision, Option<Revision>, Settings), Stag
         )));
     }
     // Resolve both now, so a broken release fails here rather than halfway through.
-    for rev in std::iter::once(&change).chain(previous.iter()) {
+    for rev in std::iter::once(change).chain(previous) {
         let (_, app) = resolve(ctx, &s, rev)?;
         let plan = plan(ctx, rev, &app, &mut HashMap::new())?;
         seatrial_engine::convert::convert(&plan).map_err(|findings| {
@@ -584,7 +620,7 @@ fn prepare(ctx: &Ctx<'_>) -> Result<(Revision, Option<Revision>, Settings), Stag
             })
         })?;
     }
-    Ok((change, previous, s))
+    Ok(s)
 }
 
 fn plan(
@@ -977,8 +1013,44 @@ async fn teardown(ctx: &Ctx<'_>, report: &mut TrialReport, deployed: bool) {
     .await;
 }
 
+/// Sets a cancel flag when dropped: a stage body dropped by cancellation stops the git
+/// commands it started on a blocking thread.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// [`checkouts`] on a blocking thread: git (a clone from a server that never answers) never
+/// holds a runtime thread, and cancelling the trial kills it.
+async fn checkouts_off_runtime(
+    config: &TrialConfig,
+) -> Result<(Revision, Option<Revision>), StageError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = CancelOnDrop(flag.clone());
+    let stop = git::Stop {
+        timeout: git::GIT_TIMEOUT,
+        cancel: Some(flag),
+    };
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || checkouts(&config, &stop))
+        .await
+        .map_err(|e| {
+            StageError::Error(
+                format!("the checkout task failed: {e}"),
+                ErrorKind::Infrastructure,
+            )
+        })?
+        .map_err(|e| StageError::Error(e, ErrorKind::BadInput))
+}
+
 /// The change (at the ref, or the directory as it is) and the release before it, if any.
-fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), String> {
+fn checkouts(
+    config: &TrialConfig,
+    stop: &git::Stop,
+) -> Result<(Revision, Option<Revision>), String> {
     let path = Path::new(&config.recipe);
     let change = match &config.reference {
         None if path.is_dir() => {
@@ -1008,10 +1080,11 @@ fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), Strin
             ));
         }
         Some(reference) => {
-            let c = git::checkout(
+            let c = git::checkout_with(
                 &config.recipe,
                 reference,
                 &config.data_dir.join("checkouts"),
+                stop,
             )
             .map_err(|e| e.to_string())?;
             let version = git::versions(&c.dir)
@@ -1055,8 +1128,13 @@ fn checkouts(config: &TrialConfig) -> Result<(Revision, Option<Revision>), Strin
     }
     // Clone from the change's repository: it has every tag the source has.
     let source = change.dir.to_string_lossy().into_owned();
-    let c = git::checkout(&source, &previous.tag, &config.data_dir.join("checkouts"))
-        .map_err(|e| e.to_string())?;
+    let c = git::checkout_with(
+        &source,
+        &previous.tag,
+        &config.data_dir.join("checkouts"),
+        stop,
+    )
+    .map_err(|e| e.to_string())?;
     let prev = Revision {
         dir: c.dir.clone(),
         commit: Some(c.commit.clone()),

@@ -176,11 +176,19 @@ pub async fn until_ok_via(
         let reason = match client.get(&url).send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let bytes = response.bytes().await.unwrap_or_default();
-                let end = bytes.len().min(MAX_RESPONSE);
+                // Read no more than the cap, whatever the app sends (an endless body, say).
+                let mut response = response;
+                let mut bytes = Vec::new();
+                while bytes.len() < MAX_RESPONSE {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                bytes.truncate(MAX_RESPONSE);
                 let answer = Answer {
                     status,
-                    body: String::from_utf8_lossy(&bytes[..end]).into_owned(),
+                    body: String::from_utf8_lossy(&bytes).into_owned(),
                 };
                 match judge(spec, &answer) {
                     Ok(()) => return Ok(answer),

@@ -11,8 +11,9 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-/// Output kept per stream of a test (the tail, when longer).
-const MAX_OUTPUT: usize = 64 * 1024;
+/// Output kept per stream of a test: its first and last parts, when longer.
+const KEEP_HEAD: usize = 16 * 1024;
+const KEEP_TAIL: usize = 48 * 1024;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TestResult {
@@ -55,11 +56,63 @@ pub fn discover(recipe_dir: &Path) -> Vec<String> {
     names
 }
 
-fn tail(mut bytes: Vec<u8>) -> String {
-    if bytes.len() > MAX_OUTPUT {
-        bytes.drain(..bytes.len() - MAX_OUTPUT);
+/// A stream's output, capped while it is read: the first [`KEEP_HEAD`] and last [`KEEP_TAIL`]
+/// bytes, and how much was cut between them. A test printing gigabytes costs no memory.
+#[derive(Debug, Default)]
+pub struct Capped {
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    cut: u64,
+}
+
+impl Capped {
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        let room = KEEP_HEAD.saturating_sub(self.head.len());
+        let to_head = room.min(bytes.len());
+        self.head.extend_from_slice(&bytes[..to_head]);
+        bytes = &bytes[to_head..];
+        if bytes.len() >= KEEP_TAIL {
+            self.cut += (self.tail.len() + bytes.len() - KEEP_TAIL) as u64;
+            self.tail.clear();
+            self.tail.extend(&bytes[bytes.len() - KEEP_TAIL..]);
+            return;
+        }
+        let overflow = (self.tail.len() + bytes.len()).saturating_sub(KEEP_TAIL);
+        self.tail.drain(..overflow);
+        self.cut += overflow as u64;
+        self.tail.extend(bytes);
     }
-    String::from_utf8_lossy(&bytes).into_owned()
+
+    /// The kept text, with a line saying how much was cut.
+    pub fn render(&self) -> String {
+        let head = String::from_utf8_lossy(&self.head);
+        let (a, b) = self.tail.as_slices();
+        let tail = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+        if self.cut == 0 {
+            return format!("{head}{tail}");
+        }
+        format!(
+            "{head}\n[… {} bytes cut: only the first {} KiB and the last {} KiB are kept …]\n{tail}",
+            self.cut,
+            KEEP_HEAD / 1024,
+            KEEP_TAIL / 1024
+        )
+    }
+}
+
+/// Reads a pipe to its end into `into`, chunk by chunk.
+async fn drain<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, into: &std::sync::Mutex<Capped>) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => into
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&buf[..n]),
+        }
+    }
 }
 
 /// Runs one test to completion or timeout.
@@ -101,46 +154,38 @@ pub async fn run(
     // However the test ends — exit, timeout, or the trial cancelled under it — nothing it
     // started outlives it.
     let _group = child.id().map(GroupKill);
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let read_out = async {
-        let mut b = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut b).await;
-        }
-        b
-    };
-    let read_err = async {
-        let mut b = Vec::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut b).await;
-        }
-        b
-    };
+    let out = std::sync::Mutex::new(Capped::default());
+    let err = std::sync::Mutex::new(Capped::default());
+    let (stdout_pipe, stderr_pipe) = (child.stdout.take(), child.stderr.take());
     let waited = tokio::time::timeout(timeout, async {
-        let (status, o, e) = tokio::join!(child.wait(), read_out, read_err);
-        (status, o, e)
+        let (status, (), ()) = tokio::join!(
+            child.wait(),
+            drain(stdout_pipe, &out),
+            drain(stderr_pipe, &err)
+        );
+        status
     })
     .await;
-    let (passed, outcome, stdout, stderr) = match waited {
-        Ok((Ok(status), o, e)) => {
+    let (passed, outcome) = match waited {
+        Ok(Ok(status)) => {
             let outcome = match status.code() {
                 Some(c) => format!("exit {c}"),
                 None => "killed by a signal".to_owned(),
             };
-            (status.success(), outcome, tail(o), tail(e))
+            (status.success(), outcome)
         }
-        Ok((Err(e), o, er)) => (false, format!("cannot wait for it: {e}"), tail(o), tail(er)),
+        Ok(Err(e)) => (false, format!("cannot wait for it: {e}")),
         Err(_) => {
             let _ = child.kill().await;
             (
                 false,
                 format!("killed after {}s (timeout)", timeout.as_secs()),
-                String::new(),
-                String::new(),
             )
         }
     };
+    // What it printed is kept, also when it was killed.
+    let stdout = out.lock().unwrap_or_else(|e| e.into_inner()).render();
+    let stderr = err.lock().unwrap_or_else(|e| e.into_inner()).render();
     TestResult {
         name: name.to_owned(),
         passed,
@@ -148,5 +193,54 @@ pub async fn run(
         duration_ms: started.elapsed().as_millis() as u64,
         stdout,
         stderr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Capped, KEEP_HEAD, KEEP_TAIL};
+
+    #[test]
+    fn short_output_is_kept_whole() {
+        let mut c = Capped::default();
+        c.push(b"hello ");
+        c.push(b"world\n");
+        assert_eq!(c.render(), "hello world\n");
+    }
+
+    #[test]
+    fn long_output_keeps_first_and_last_parts_and_says_how_much_was_cut() {
+        let mut c = Capped::default();
+        c.push(b"START");
+        // 10 MiB in odd-sized chunks.
+        let filler = vec![b'x'; 7919];
+        let mut total = 5usize;
+        while total < 10 * 1024 * 1024 {
+            c.push(&filler);
+            total += filler.len();
+        }
+        c.push(b"END");
+        total += 3;
+        let text = c.render();
+        assert!(text.starts_with("START"), "head kept");
+        assert!(text.ends_with("END"), "tail kept");
+        let cut = total - KEEP_HEAD - KEEP_TAIL;
+        assert!(
+            text.contains(&format!("[… {cut} bytes cut")),
+            "says how much was cut: {}",
+            &text[KEEP_HEAD..KEEP_HEAD + 120]
+        );
+        assert!(
+            text.len() < KEEP_HEAD + KEEP_TAIL + 200,
+            "bounded: {}",
+            text.len()
+        );
+    }
+
+    #[test]
+    fn one_huge_chunk_is_capped_too() {
+        let mut c = Capped::default();
+        c.push(&vec![b'a'; KEEP_HEAD + KEEP_TAIL + 10]);
+        assert!(c.render().contains("[… 10 bytes cut"));
     }
 }

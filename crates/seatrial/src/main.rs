@@ -8,6 +8,7 @@ mod progress;
 mod runs;
 mod secrets;
 mod serve;
+mod signals;
 mod source;
 mod table;
 mod trial;

@@ -8,7 +8,6 @@ use seatrial_engine::{
 };
 use seatrial_trial::settings::{Overrides, Strategy};
 use seatrial_trial::{StageReport, StageResult, TrialConfig, TrialObserver, TrialResult};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{ProbeStrategy, TestArgs};
@@ -121,6 +120,7 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
         keep: args.keep,
         data_dir: crate::secrets::data_dir(),
         janitor_max_age: args.janitor_max_age,
+        liveness: None,
     };
     let cancel = CancellationToken::new();
     let signals = watch_signals(cancel.clone(), stack)?;
@@ -208,24 +208,20 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
     Err(Failure::new(code, String::new()))
 }
 
-/// First SIGINT/SIGTERM: cancel the running stage (teardown follows). Second: stop waiting.
+/// First SIGINT/SIGTERM: cancel the running stage (teardown follows). A deliberate second one
+/// (not a copy of the first delivered with it, see [`crate::signals`]): stop waiting.
 fn watch_signals(
     cancel: CancellationToken,
     stack: String,
 ) -> Result<tokio::task::JoinHandle<()>, Failure> {
-    let install = |kind| {
-        signal(kind)
-            .map_err(|e| Failure::new(exit::INFRASTRUCTURE, format!("cannot handle signals: {e}")))
-    };
-    let mut int = install(SignalKind::interrupt())?;
-    let mut term = install(SignalKind::terminate())?;
+    let mut interrupts = crate::signals::Interrupts::install()?;
     Ok(tokio::spawn(async move {
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        interrupts.first().await;
         eprintln!(
-            "\ninterrupted: stopping the running stage and tearing down (signal again to stop waiting)"
+            "\ninterrupted: stopping the running stage and tearing down (interrupt again to stop waiting)"
         );
         cancel.cancel();
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        interrupts.again().await;
         eprintln!(
             "teardown abandoned: stack `{stack}` may be partly left; `seatrial app undeploy {stack} --volumes` removes it"
         );
@@ -247,7 +243,7 @@ pub async fn janitor(args: crate::cli::JanitorArgs) -> Result<(), Failure> {
         let json = serde_json::to_string_pretty(&decisions)
             .map_err(|e| Failure::new(exit::INFRASTRUCTURE, format!("cannot encode JSON: {e}")))?;
         println!("{json}");
-        return Ok(());
+        return janitor_verdict(&decisions);
     }
     let rows: Vec<[String; 4]> = decisions
         .iter()
@@ -258,6 +254,7 @@ pub async fn janitor(args: crate::cli::JanitorArgs) -> Result<(), Failure> {
                     Action::Removed => "removed",
                     Action::WouldRemove => "would remove",
                     Action::Kept => "kept",
+                    Action::Failed => "FAILED",
                 }
                 .to_owned(),
                 d.age_secs.map_or("?".to_owned(), |a| {
@@ -272,5 +269,25 @@ pub async fn janitor(args: crate::cli::JanitorArgs) -> Result<(), Failure> {
     } else {
         crate::table::print(["STACK", "ACTION", "AGE", "WHY"], &rows, usize::MAX);
     }
-    Ok(())
+    janitor_verdict(&decisions)
+}
+
+/// Exit 3 when a stale stack could not be removed (the next pass tries again).
+fn janitor_verdict(decisions: &[seatrial_trial::janitor::Decision]) -> Result<(), Failure> {
+    let failed: Vec<&str> = decisions
+        .iter()
+        .filter(|d| d.action == seatrial_trial::janitor::Action::Failed)
+        .map(|d| d.stack.as_str())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        exit::INFRASTRUCTURE,
+        format!(
+            "could not remove {} stale stack(s): {} (reasons above); run `seatrial janitor` again once the engine recovers",
+            failed.len(),
+            failed.join(", ")
+        ),
+    ))
 }

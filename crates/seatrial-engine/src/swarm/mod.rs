@@ -10,11 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::{LocalNodeState, ServiceSpec};
+use bollard::models::{LocalNodeState, ServiceSpec, TaskState};
 use bollard::query_parameters::{
     CreateImageOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
-    ListSecretsOptions, ListServicesOptions, ListVolumesOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, StopContainerOptions, UpdateServiceOptions,
+    ListSecretsOptions, ListServicesOptions, ListTasksOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions, UpdateServiceOptions,
 };
 use futures_util::StreamExt;
 use seatrial_recipe::{Finding, Severity};
@@ -60,6 +60,9 @@ fn is_not_found(e: &BollardError) -> bool {
 const SWARM_SERVICE_NAME: &str = "com.docker.swarm.service.name";
 /// The bridge through which a single node reaches its swarm tasks.
 const GATEWAY_BRIDGE: &str = "docker_gwbridge";
+/// How long nothing of a removed stack may reappear before it counts as gone, when an agent was
+/// still starting one of its tasks at removal (see [`SwarmEngine::remove`]).
+const SETTLE: Duration = Duration::from_secs(2);
 /// Swarm's stop grace period when a service sets none.
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -593,32 +596,24 @@ impl SwarmEngine {
             .into_iter()
             .filter(|(_, name)| targets.networks.contains(name))
             .count();
-        let volumes = if targets.volumes.is_empty() {
-            0
+        let any = |named: &HashSet<String>| targets.all_data || !named.is_empty();
+        let volumes = if any(&targets.volumes) {
+            let list = self.stack_volumes(stack).await?;
+            list.iter().filter(|v| targets.volume(v)).count()
         } else {
-            self.stack_volumes(stack)
-                .await?
-                .into_iter()
-                .filter(|v| targets.volumes.contains(v))
-                .count()
+            0
         };
-        let secrets = if targets.secrets.is_empty() {
-            0
+        let secrets = if any(&targets.secrets) {
+            let list = self.stack_secrets(stack).await?;
+            list.iter().filter(|(_, n)| targets.secret(n)).count()
         } else {
-            self.stack_secrets(stack)
-                .await?
-                .into_iter()
-                .filter(|(_, n)| targets.secrets.contains(n))
-                .count()
+            0
         };
-        let configs = if targets.configs.is_empty() {
-            0
+        let configs = if any(&targets.configs) {
+            let list = self.stack_configs(stack).await?;
+            list.iter().filter(|(_, n)| targets.config(n)).count()
         } else {
-            self.stack_configs(stack)
-                .await?
-                .into_iter()
-                .filter(|(_, n)| targets.configs.contains(n))
-                .count()
+            0
         };
         Ok(UndeployRemaining {
             services,
@@ -630,8 +625,56 @@ impl SwarmEngine {
         })
     }
 
+    /// Whether an agent may still create a container (and with it the task's volumes) for one
+    /// of `services`: a task that should run but has no container yet, or a service whose
+    /// orchestrator has not made its tasks yet.
+    async fn containers_in_flight(&self, services: &[bollard::models::Service]) -> Result<bool> {
+        let ids: Vec<String> = services.iter().filter_map(|s| s.id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let tasks = self
+            .docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(HashMap::from([("service".to_owned(), ids)])),
+            }))
+            .await
+            .map_err(EngineError::api(
+                "listing the tasks of the services to remove",
+            ))?;
+        let before_container = |t: &bollard::models::Task| {
+            t.desired_state == Some(TaskState::RUNNING)
+                && matches!(
+                    t.status.as_ref().and_then(|s| s.state),
+                    Some(
+                        TaskState::NEW
+                            | TaskState::ALLOCATED
+                            | TaskState::PENDING
+                            | TaskState::ASSIGNED
+                            | TaskState::ACCEPTED
+                            | TaskState::PREPARING
+                    )
+                )
+        };
+        if tasks.iter().any(before_container) {
+            return Ok(true);
+        }
+        // A service that wants tasks but has none yet: its orchestrator is about to make them.
+        Ok(services.iter().any(|s| {
+            let wants = s
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.mode.as_ref())
+                .and_then(|m| m.replicated.as_ref())
+                .is_none_or(|r| r.replicas != Some(0));
+            wants && !tasks.iter().any(|t| t.service_id == s.id)
+        }))
+    }
+
     /// Removes services, then — once their containers are gone — networks, secrets, configs
-    /// and volumes, and waits until all of it is really gone.
+    /// and volumes, and waits until all of it is really gone. When an agent may still be
+    /// creating a container of a removed service (its task was starting), "gone" must also hold
+    /// for a quiet moment: what appears meanwhile (a container, its volume) is removed too.
     async fn remove(
         &self,
         stack: &str,
@@ -644,29 +687,52 @@ impl SwarmEngine {
         let mut pulse = Pulse::start(&self.docker, stack);
         let mut report = UndeployReport::default();
         let mut grace = HashMap::new();
+        let mut removing = Vec::new();
         for name in &targets.services {
             if let Ok(svc) = self.docker.inspect_service(name, None).await {
                 let period = svc
                     .spec
-                    .and_then(|s| s.task_template)
-                    .and_then(|t| t.container_spec)
+                    .as_ref()
+                    .and_then(|s| s.task_template.as_ref())
+                    .and_then(|t| t.container_spec.as_ref())
                     .and_then(|c| c.stop_grace_period)
                     .and_then(|n| u64::try_from(n).ok())
                     .map_or(DEFAULT_STOP_GRACE, Duration::from_nanos);
                 grace.insert(name.clone(), period);
+                removing.push(svc);
             }
+        }
+        // Asked before the services go: afterwards their tasks are no longer listed.
+        let in_flight = match self.containers_in_flight(&removing).await {
+            Ok(b) => b,
+            Err(e) => {
+                debug!(%stack, error = %e, "cannot tell whether tasks are starting; assuming so");
+                true
+            }
+        };
+        for name in &targets.services {
             match self.docker.delete_service(name).await {
                 Ok(()) => report.removed_services.push(name.clone()),
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(EngineError::api(format!("removing service `{name}`"))(e)),
             }
         }
-        self.stop_orphans(stack, &grace).await?;
+        let mut stopped = HashSet::new();
+        self.stop_orphans(stack, &grace, &mut stopped).await?;
         loop {
             let left = self.remaining(stack, &targets).await?;
             observer.undeploy(&left);
             if left.is_empty() {
-                break;
+                // Nothing new for a moment (no event of the stack's containers or volumes and
+                // still nothing listed): now it is really all gone.
+                if !in_flight
+                    || (pulse.quiet_for(SETTLE, deadline).await
+                        && self.remaining(stack, &targets).await?.is_empty())
+                {
+                    break;
+                }
+                debug!(%stack, "something of the stack appeared after it looked gone; removing it too");
+                continue;
             }
             if Instant::now() >= deadline {
                 return Err(EngineError::api(format!(
@@ -674,13 +740,15 @@ impl SwarmEngine {
                     crate::fmt_duration(timeout)
                 ))(BollardError::RequestTimeoutError));
             }
+            if left.services == 0 && left.containers > 0 {
+                // Containers an agent created after the first pass.
+                self.stop_orphans(stack, &grace, &mut stopped).await?;
+            }
             if left.services == 0 && left.containers == 0 {
                 // Networks, volumes, secrets and configs go once nothing uses them.
                 self.remove_unused(stack, &targets, &mut report).await?;
-                let left = self.remaining(stack, &targets).await?;
-                if left.is_empty() {
-                    observer.undeploy(&left);
-                    break;
+                if self.remaining(stack, &targets).await?.is_empty() {
+                    continue;
                 }
             }
             pulse.wait(deadline).await;
@@ -694,7 +762,12 @@ impl SwarmEngine {
     /// without waiting for the agent's next pass: on a single node that saves seconds per
     /// undeploy. Containers on other nodes are left to their agents; `remove` still waits until
     /// the stack's networks are gone, which needs every task everywhere to be gone.
-    async fn stop_orphans(&self, stack: &str, grace: &HashMap<String, Duration>) -> Result<()> {
+    async fn stop_orphans(
+        &self,
+        stack: &str,
+        grace: &HashMap<String, Duration>,
+        stopped: &mut HashSet<String>,
+    ) -> Result<()> {
         let containers = self
             .docker
             .list_containers(Some(ListContainersOptions {
@@ -710,6 +783,9 @@ impl SwarmEngine {
             let service = c.labels.as_ref()?.get(SWARM_SERVICE_NAME)?.clone();
             let period = *grace.get(&service)?;
             let id = c.id?;
+            if !stopped.insert(id.clone()) {
+                return None;
+            }
             Some(async move {
                 let t = i32::try_from(period.as_secs_f64().ceil() as u64).unwrap_or(i32::MAX);
                 let stop = self
@@ -756,7 +832,7 @@ impl SwarmEngine {
             }
         }
         for (id, name) in self.stack_secrets(stack).await? {
-            if targets.secrets.contains(&name) {
+            if targets.secret(&name) {
                 match self.docker.delete_secret(&id).await {
                     Ok(()) => report.removed_secrets.push(name),
                     Err(e) if is_not_found(&e) => {}
@@ -765,7 +841,7 @@ impl SwarmEngine {
             }
         }
         for (id, name) in self.stack_configs(stack).await? {
-            if targets.configs.contains(&name) {
+            if targets.config(&name) {
                 match self.docker.delete_config(&id).await {
                     Ok(()) => report.removed_configs.push(name),
                     Err(e) if is_not_found(&e) => {}
@@ -773,9 +849,9 @@ impl SwarmEngine {
                 }
             }
         }
-        if !targets.volumes.is_empty() {
+        if targets.all_data || !targets.volumes.is_empty() {
             for name in self.stack_volumes(stack).await? {
-                if targets.volumes.contains(&name) {
+                if targets.volume(&name) {
                     match self
                         .docker
                         .remove_volume(&name, None::<RemoveVolumeOptions>)
@@ -800,6 +876,22 @@ struct Targets {
     volumes: HashSet<String>,
     secrets: HashSet<String>,
     configs: HashSet<String>,
+    /// Every volume, secret and config of the stack, as listed at each look (not only those
+    /// named above): an agent creates a task's volume when it creates its container, which can
+    /// be after the removal started.
+    all_data: bool,
+}
+
+impl Targets {
+    fn volume(&self, name: &str) -> bool {
+        self.all_data || self.volumes.contains(name)
+    }
+    fn secret(&self, name: &str) -> bool {
+        self.all_data || self.secrets.contains(name)
+    }
+    fn config(&self, name: &str) -> bool {
+        self.all_data || self.configs.contains(name)
+    }
 }
 
 #[async_trait]
@@ -845,6 +937,7 @@ impl Engine for SwarmEngine {
                         .collect(),
                     secrets: outcome.created_secrets.iter().cloned().collect(),
                     configs: outcome.created_configs.iter().cloned().collect(),
+                    all_data: false,
                 };
                 if let Err(cleanup) = self
                     .remove(
@@ -895,6 +988,7 @@ impl Engine for SwarmEngine {
             ..Default::default()
         };
         if options.remove_data {
+            targets.all_data = true;
             targets.volumes = self.stack_volumes(stack).await?.into_iter().collect();
             targets.secrets = self
                 .stack_secrets(stack)

@@ -83,6 +83,30 @@ impl Pulse {
     }
 }
 
+impl Pulse {
+    /// Waits until `quiet` passes without a relevant event (`true`), or an event arrives
+    /// (`false`: look again). Past `until` it answers `true` at once: the caller's deadline
+    /// decides then.
+    pub(crate) async fn quiet_for(&mut self, quiet: Duration, until: Instant) -> bool {
+        // Events that arrived before this moment were already looked at by the caller.
+        while self.rx.try_recv().is_ok() {}
+        let end = (Instant::now() + quiet).min(until);
+        tokio::select! {
+            got = self.rx.recv() => {
+                if got.is_some() {
+                    self.poll = MIN_POLL;
+                    false
+                } else {
+                    // The event stream ended: only the quiet time itself is left to go by.
+                    tokio::time::sleep_until(end).await;
+                    true
+                }
+            }
+            () = tokio::time::sleep_until(end) => true,
+        }
+    }
+}
+
 impl Drop for Pulse {
     fn drop(&mut self) {
         self.reader.abort();

@@ -68,6 +68,21 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// The time limit of a run: its own, else its recipe's, else the server's.
+    /// The longest run this server's configuration allows (server default, per-recipe and
+    /// per-repository timeouts): a trial stack of an unknown run younger than this, plus a
+    /// lease, may still belong to a live run elsewhere, so the janitor keeps it.
+    pub fn longest_run_timeout(&self) -> Duration {
+        let repos = self
+            .forge
+            .iter()
+            .flat_map(|f| f.repos.iter().filter_map(|r| r.timeout));
+        self.run_timeouts
+            .values()
+            .copied()
+            .chain(repos)
+            .fold(self.run_timeout, Duration::max)
+    }
+
     pub fn timeout_for(&self, recipe: &str, own: Option<Duration>) -> Duration {
         own.or_else(|| self.run_timeouts.get(recipe.trim_end_matches('/')).copied())
             .unwrap_or(self.run_timeout)

@@ -72,7 +72,12 @@ fn duration_of(run: &Run) -> String {
     }
 }
 
-pub fn list_page(runs: &[Run], queue: &[Run], q: &ListQuery, limit: i64) -> String {
+pub fn list_page(
+    runs: &[Run],
+    positions: &std::collections::HashMap<i64, usize>,
+    q: &ListQuery,
+    limit: i64,
+) -> String {
     let mut b = String::from("<h1>Runs</h1>");
     let sel = |v: &str, cur: &Option<String>| {
         if cur.as_deref() == Some(v) {
@@ -107,10 +112,9 @@ pub fn list_page(runs: &[Run], queue: &[Run], q: &ListQuery, limit: i64) -> Stri
     } else {
         b.push_str("<table id=\"runs\"><thead><tr><th>#</th><th>recipe</th><th>mode</th><th>state</th><th class=\"wide\">trigger</th><th class=\"wide\">created</th><th>time</th></tr></thead><tbody>");
         for r in runs {
-            let pos = queue
-                .iter()
-                .position(|x| x.id == r.id)
-                .map(|i| format!(" <small>#{} in queue</small>", i + 1))
+            let pos = positions
+                .get(&r.id)
+                .map(|p| format!(" <small>#{p} in queue</small>"))
                 .unwrap_or_default();
             let _ = write!(
                 b,

@@ -77,7 +77,13 @@ async fn observe(State(shared): State<AppState>, request: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Metric labels come only from known values: a client inventing methods must not grow
+    // the metrics without bound (routes are the router's own, or `unmatched`).
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let id = request
         .headers()
         .get(REQUEST_ID)
@@ -219,8 +225,11 @@ async fn queue_position(shared: &Shared, run: &Run) -> Result<Option<usize>, Api
     if run.state != RunState::Queued {
         return Ok(None);
     }
-    let queue = shared.store.queue().await?;
-    Ok(queue.iter().position(|r| r.id == run.id).map(|i| i + 1))
+    let positions = shared
+        .store
+        .queue_positions(std::slice::from_ref(run))
+        .await?;
+    Ok(positions.get(&run.id).copied())
 }
 
 #[derive(Deserialize)]
@@ -383,16 +392,13 @@ async fn api_list(
 ) -> Result<Json<Value>, ApiError> {
     let filter = filter_of(&q).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let runs = shared.store.list(&filter).await?;
-    let queue = shared.store.queue().await?;
+    let positions = shared.store.queue_positions(&runs).await?;
     let next = (runs.len() as i64 == filter.limit)
         .then(|| runs.last().map(|r| r.id))
         .flatten();
     let items: Vec<Value> = runs
         .iter()
-        .map(|r| {
-            let pos = queue.iter().position(|q| q.id == r.id).map(|i| i + 1);
-            run_json(&shared, r, None, pos)
-        })
+        .map(|r| run_json(&shared, r, None, positions.get(&r.id).copied()))
         .collect();
     Ok(Json(json!({ "runs": items, "next_before": next })))
 }
@@ -629,8 +635,12 @@ async fn dashboard_list(State(shared): State<AppState>, Query(q): Query<ListQuer
         Ok(r) => r,
         Err(e) => return html_error(e.into()),
     };
-    let queue = shared.store.queue().await.unwrap_or_default();
-    Html(dashboard::list_page(&runs, &queue, &q, filter.limit)).into_response()
+    let positions = shared
+        .store
+        .queue_positions(&runs)
+        .await
+        .unwrap_or_default();
+    Html(dashboard::list_page(&runs, &positions, &q, filter.limit)).into_response()
 }
 
 async fn dashboard_queue(State(shared): State<AppState>) -> Response {

@@ -10,8 +10,6 @@ pub mod worker;
 
 use std::sync::Arc;
 
-use tokio::signal::unix::{SignalKind, signal};
-
 use crate::exit::{self, Failure};
 use config::ServeConfig;
 use worker::Shared;
@@ -79,12 +77,7 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
     }
     let queue = tokio::spawn(worker::run_queue(shared.clone()));
 
-    let install = |kind| {
-        signal(kind)
-            .map_err(|e| Failure::new(exit::INFRASTRUCTURE, format!("cannot handle signals: {e}")))
-    };
-    let mut int = install(SignalKind::interrupt())?;
-    let mut term = install(SignalKind::terminate())?;
+    let mut interrupts = crate::signals::Interrupts::install()?;
     let stop_http = tokio_util::sync::CancellationToken::new();
     let server = {
         let app = http::router(shared.clone());
@@ -95,7 +88,7 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
                 .await
         })
     };
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    interrupts.first().await;
     tracing::info!("shutdown requested: no new claims; running trials may finish");
     eprintln!(
         "seatrial serve: shutting down — running trials get {} to finish (signal again to cancel them now)",
@@ -105,7 +98,7 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
     let mut queue = queue;
     tokio::select! {
         _ = &mut queue => {},
-        _ = async { tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} } } => {
+        () = interrupts.again() => {
             eprintln!("seatrial serve: cancelling running trials now (teardown still runs)");
             shared.cancel_all_running();
             let _ = queue.await;

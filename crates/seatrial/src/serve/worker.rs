@@ -12,6 +12,7 @@ use seatrial_engine::{
     fmt_duration,
 };
 use seatrial_store::{NewRun, Reaped, Run, RunState, StageRecord, Store};
+use seatrial_trial::janitor::{Liveness, RunLiveness, RunRegistry};
 use seatrial_trial::settings::Overrides;
 use seatrial_trial::{StageReport, StageResult, TrialConfig, TrialObserver, TrialResult};
 use tokio::sync::{Notify, OnceCell, Semaphore, broadcast, mpsc};
@@ -56,6 +57,36 @@ pub struct Shared {
     pub forge: std::sync::OnceLock<Arc<super::forge::ForgeLink>>,
     /// The store's counts, reused for a second: scrapes and dashboards never queue on them.
     stats: tokio::sync::Mutex<Option<(Instant, seatrial_store::Stats)>>,
+    /// Whether the run behind a trial stack lives, for the janitor pass before each trial.
+    pub liveness: seatrial_trial::janitor::SharedLiveness,
+}
+
+/// For a server, the store decides whether a trial stack's run is alive (its lease, by the
+/// database's clock); stacks of no run of the store are command-line trials, which this
+/// host's run registry knows about.
+#[derive(Debug)]
+pub struct StoreLiveness {
+    store: Store,
+    registry: RunRegistry,
+}
+
+#[async_trait::async_trait]
+impl RunLiveness for StoreLiveness {
+    async fn liveness(&self, stack: &str, run_id: &str) -> Liveness {
+        match self.store.stack_alive(stack).await {
+            Ok(Some(true)) => Liveness::Live,
+            Ok(Some(false)) => Liveness::Dead,
+            Ok(None) => self.registry.liveness(run_id),
+            Err(e) => {
+                // Unsure is alive: never reap what may be a healthy run.
+                tracing::warn!(%stack, error = %e, "cannot ask the store whether a run is alive; keeping its stack");
+                Liveness::Live
+            }
+        }
+    }
+    fn forget(&self, run_id: &str) {
+        self.registry.forget(run_id);
+    }
 }
 
 impl Shared {
@@ -65,8 +96,6 @@ impl Shared {
             .unwrap_or_else(|_| "localhost".into());
         let (changes, _) = broadcast::channel(1024);
         Self {
-            store,
-            config,
             metrics: Metrics::default(),
             owner: format!(
                 "{host}:{}:{}",
@@ -80,6 +109,12 @@ impl Shared {
             shutdown: CancellationToken::new(),
             stats: tokio::sync::Mutex::new(None),
             forge: std::sync::OnceLock::new(),
+            liveness: Arc::new(StoreLiveness {
+                store: store.clone(),
+                registry: RunRegistry::new(&config.data_dir),
+            }),
+            store,
+            config,
         }
     }
 
@@ -533,7 +568,8 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         overrides,
         keep: false,
         data_dir: shared.config.data_dir.clone(),
-        janitor_max_age: Duration::from_secs(2 * 60 * 60),
+        janitor_max_age: shared.config.longest_run_timeout() + shared.config.lease,
+        liveness: Some(shared.liveness.clone()),
         run_id,
         stack,
     };
