@@ -1,12 +1,14 @@
-//! Comment commands: `!testme`, `!testme --quick`, `!testme help`. A command is a line of its
+//! Comment commands: `!testme`, `!testme <commit>`, `!testme --quick`, `!testme help`. A command is a line of its
 //! own that starts with the prefix; lines inside fenced or indented code blocks and quoted lines
 //! (`> …`, as when someone quotes an earlier `!testme`) are never commands.
 
 /// What a comment asks of seatrial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Test the pull request's head; `quick` against a warm copy.
-    Test { quick: bool },
+    /// Test the pull request's head as it was when the comment was made — or, with `commit`
+    /// (7 to 40 hex digits), exactly that commit, which must be the head; `quick` against a warm
+    /// copy.
+    Test { quick: bool, commit: Option<String> },
     /// Reply with the usage.
     Help,
 }
@@ -27,6 +29,8 @@ pub fn usage(prefix: &str) -> String {
     format!(
         "`{prefix}` — deploy this pull request's head for real: install the previous release, \
          upgrade to this change, run the recipe's tests, tear down (a cold trial).\n\
+         `{prefix} <commit>` — the same, for exactly that commit (it must be the head); a push \
+         after your comment is never tested by it either way.\n\
          `{prefix} --quick` — a faster, lower-confidence trial against a warm known-good copy.\n\
          `{prefix} help` — this text."
     )
@@ -72,8 +76,15 @@ pub fn parse_comment(body: &str, prefix: &str) -> Option<Result<Command, Command
 fn parse_args<'a>(words: impl Iterator<Item = &'a str>) -> Result<Command, CommandError> {
     let mut quick = false;
     let mut help = false;
+    let mut commit: Option<String> = None;
     for word in words {
         match word {
+            w if (7..=40).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                if commit.is_some() {
+                    return Err(CommandError::UnexpectedWord { word: w.to_owned() });
+                }
+                commit = Some(w.to_ascii_lowercase());
+            }
             "--quick" | "-q" if quick => {
                 return Err(CommandError::Repeated {
                     flag: word.to_owned(),
@@ -92,7 +103,7 @@ fn parse_args<'a>(words: impl Iterator<Item = &'a str>) -> Result<Command, Comma
     Ok(if help {
         Command::Help
     } else {
-        Command::Test { quick }
+        Command::Test { quick, commit }
     })
 }
 
@@ -105,14 +116,29 @@ mod tests {
     #[test]
     fn comments_and_what_they_ask() {
         let cases: &[(&str, &str)] = &[
-            ("!testme", "Some(Ok(Test { quick: false }))"),
-            ("  !testme  ", "Some(Ok(Test { quick: false }))"),
-            ("!testme --quick", "Some(Ok(Test { quick: true }))"),
+            ("!testme", "Some(Ok(Test { quick: false, commit: None }))"),
+            (
+                "  !testme  ",
+                "Some(Ok(Test { quick: false, commit: None }))",
+            ),
+            (
+                "!testme --quick",
+                "Some(Ok(Test { quick: true, commit: None }))",
+            ),
             (
                 "Looks good.\r\n!testme -q\r\nthanks",
-                "Some(Ok(Test { quick: true }))",
+                "Some(Ok(Test { quick: true, commit: None }))",
             ),
             ("!testme help", "Some(Ok(Help))"),
+            (
+                "!testme 3FA2B1C",
+                "Some(Ok(Test { quick: false, commit: Some(\"3fa2b1c\") }))",
+            ),
+            (
+                "!testme abcdef0 abcdef1",
+                "Some(Err(UnexpectedWord { word: \"abcdef1\" }))",
+            ),
+            ("!testme abc", "Some(Err(UnexpectedWord { word: \"abc\" }))"),
             ("!testme --quick help", "Some(Ok(Help))"),
             (
                 "!testme --fast",
@@ -134,7 +160,10 @@ mod tests {
             ("~~~sh\n!testme --quick\n~~~\n", "None"),
             ("    !testme", "None"),
             ("\t!testme", "None"),
-            ("```\ncode\n```\n!testme", "Some(Ok(Test { quick: false }))"),
+            (
+                "```\ncode\n```\n!testme",
+                "Some(Ok(Test { quick: false, commit: None }))",
+            ),
             ("", "None"),
         ];
         let mut failures = Vec::new();
@@ -151,7 +180,10 @@ mod tests {
     fn the_prefix_is_configurable_and_errors_read_well() {
         assert_eq!(
             parse_comment("/seatrial --quick", "/seatrial"),
-            Some(Ok(Command::Test { quick: true }))
+            Some(Ok(Command::Test {
+                quick: true,
+                commit: None
+            }))
         );
         assert_eq!(parse_comment("!testme", "/seatrial"), None);
         let err = parse_comment("!testme --fast", "!testme")

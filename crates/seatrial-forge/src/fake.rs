@@ -1,8 +1,11 @@
 //! A fake Gitea for tests and benchmarks: an in-process HTTP server with Gitea's JSON shapes and
 //! quirks — token auth, `since` = updated since (edited comments come back), RFC 5988 paging with
 //! `X-Total-Count` (max 50 a page), `ETag`/304, a 303 redirect for membership when the caller is
-//! not an org member, commit statuses answered with `status` (not `state`) — and in-memory state
-//! that tests drive: `post_comment`, then `statuses(sha)`.
+//! not an org member, commit statuses answered with `status` (not `state`), the PR timeline with
+//! `pull_push` events (Gitea's `PushActionContent` JSON as their `body`, paged by `page`/`limit`
+//! without a `Link` header), closed and merged pull requests — and in-memory state that tests
+//! drive: `post_comment`, `push`, then `statuses(sha)`. Failures on demand: statuses with
+//! `Retry-After`, and a comment created whose answer never arrives in time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,7 +25,28 @@ pub struct FakeComment {
     pub number: i64,
     pub user: String,
     pub body: String,
+    pub created_at: String,
     pub updated_at: String,
+}
+
+/// A pull request of the fake.
+#[derive(Debug, Clone)]
+struct FakePull {
+    head: String,
+    clone_url: String,
+    /// `open`, `closed`
+    state: String,
+    merged: bool,
+}
+
+/// A `pull_push` timeline event.
+#[derive(Debug, Clone)]
+struct FakePush {
+    repo: String,
+    number: i64,
+    at: String,
+    commit_ids: Vec<String>,
+    force: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -39,9 +63,10 @@ struct Inner {
     /// Its own address: Gitea's paging links are absolute.
     url: String,
     me: String,
-    /// repo → pulls (number → (head sha, head clone url))
-    pulls: HashMap<String, BTreeMap<i64, (String, String)>>,
+    /// repo → pulls by number
+    pulls: HashMap<String, BTreeMap<i64, FakePull>>,
     comments: Vec<FakeComment>,
+    pushes: Vec<FakePush>,
     members: HashSet<(String, String)>,
     /// Orgs where seatrial's account is not a member: membership answers 303.
     redirect_orgs: HashSet<String>,
@@ -51,7 +76,10 @@ struct Inner {
     next_id: i64,
     clock: u64,
     latency: Duration,
-    fail_next: Vec<u16>,
+    /// (status, Retry-After) of the next answers, last first.
+    fail_next: Vec<(u16, Option<String>)>,
+    /// New comments whose body contains the text: created, then answered only after this long.
+    stall_comment_creation: Option<(String, Duration)>,
     requests: u64,
     unauthorized: u64,
 }
@@ -98,7 +126,11 @@ impl FakeForge {
             .route("/api/v1/user", get(me))
             .route("/api/v1/repos/{o}/{r}/issues/comments", get(list_comments))
             .route("/api/v1/repos/{o}/{r}/issues/comments/{id}", patch(edit))
-            .route("/api/v1/repos/{o}/{r}/issues/{n}/comments", post(create))
+            .route(
+                "/api/v1/repos/{o}/{r}/issues/{n}/comments",
+                post(create).get(pull_comments),
+            )
+            .route("/api/v1/repos/{o}/{r}/issues/{n}/timeline", get(timeline))
             .route("/api/v1/repos/{o}/{r}/pulls/{n}", get(pull))
             .route("/api/v1/repos/{o}/{r}/statuses/{sha}", post(status))
             .route("/api/v1/orgs/{org}/members/{user}", get(member))
@@ -122,7 +154,76 @@ impl FakeForge {
             .pulls
             .entry(repo.to_owned())
             .or_default()
-            .insert(number, (head_sha.to_owned(), head_clone_url.to_owned()));
+            .insert(
+                number,
+                FakePull {
+                    head: head_sha.to_owned(),
+                    clone_url: head_clone_url.to_owned(),
+                    state: "open".into(),
+                    merged: false,
+                },
+            );
+    }
+
+    fn with_pull(&self, repo: &str, number: i64, f: impl FnOnce(&mut FakePull, String)) {
+        let mut s = lock(&self.inner);
+        s.clock += 1;
+        let now = stamp(s.clock);
+        if let Some(p) = s.pulls.get_mut(repo).and_then(|p| p.get_mut(&number)) {
+            f(p, now);
+        }
+    }
+
+    /// Someone pushes `commits` (oldest first) to the PR's head branch: the head moves to the
+    /// last, and the forge records a `pull_push` event (one clock tick later than anything
+    /// before it).
+    pub fn push(&self, repo: &str, number: i64, commits: &[&str]) {
+        self.record_push(repo, number, commits, false);
+    }
+
+    /// A force push to `new_head`: recorded as `[old head, new head]`.
+    pub fn force_push(&self, repo: &str, number: i64, new_head: &str) {
+        self.record_push(repo, number, &[new_head], true);
+    }
+
+    fn record_push(&self, repo: &str, number: i64, commits: &[&str], force: bool) {
+        let Some(new_head) = commits.last() else {
+            return;
+        };
+        let mut old = None;
+        self.with_pull(repo, number, |p, _| {
+            old = Some(std::mem::replace(&mut p.head, (*new_head).to_owned()));
+        });
+        let mut s = lock(&self.inner);
+        let at = stamp(s.clock);
+        let commit_ids = match (force, old) {
+            (true, Some(old)) => vec![old, (*new_head).to_owned()],
+            _ => commits.iter().map(|c| (*c).to_owned()).collect(),
+        };
+        s.pushes.push(FakePush {
+            repo: repo.to_owned(),
+            number,
+            at,
+            commit_ids,
+            force,
+        });
+    }
+
+    /// The head branch moves without the push being on the timeline yet (Gitea records pushes a
+    /// moment after the branch moved, from a queue).
+    pub fn move_head_unrecorded(&self, repo: &str, number: i64, new_head: &str) {
+        self.with_pull(repo, number, |p, _| new_head.clone_into(&mut p.head));
+    }
+
+    pub fn close_pull(&self, repo: &str, number: i64) {
+        self.with_pull(repo, number, |p, _| p.state = "closed".into());
+    }
+
+    pub fn merge_pull(&self, repo: &str, number: i64) {
+        self.with_pull(repo, number, |p, _| {
+            p.state = "closed".into();
+            p.merged = true;
+        });
     }
 
     pub fn add_member(&self, org: &str, user: &str) {
@@ -152,6 +253,7 @@ impl FakeForge {
             number,
             user: user.to_owned(),
             body: body.to_owned(),
+            created_at: stamp(s.clock),
             updated_at: stamp(s.clock),
         };
         s.comments.push(c);
@@ -195,7 +297,23 @@ impl FakeForge {
 
     /// The next requests answer these statuses (e.g. 502, 429) before normal service resumes.
     pub fn fail_next(&self, statuses: &[u16]) {
-        lock(&self.inner).fail_next = statuses.iter().rev().copied().collect();
+        lock(&self.inner).fail_next = statuses.iter().rev().map(|s| (*s, None)).collect();
+    }
+
+    /// The next request answers `status` with this `Retry-After` (seconds or an HTTP date).
+    pub fn fail_next_with_retry_after(&self, status: u16, retry_after: &str) {
+        lock(&self.inner).fail_next = vec![(status, Some(retry_after.to_owned()))];
+    }
+
+    /// From now on, a new comment whose body contains `needle` (`""`: any) is created at once but
+    /// answered only after `d` — a client that gives up before sees a network error although the
+    /// comment exists.
+    pub fn stall_comment_creation(&self, needle: &str, d: Duration) {
+        lock(&self.inner).stall_comment_creation = Some((needle.to_owned(), d));
+    }
+
+    pub fn stop_stalling(&self) {
+        lock(&self.inner).stall_comment_creation = None;
     }
 
     /// Requests received (authorized or not).
@@ -231,9 +349,13 @@ async fn gate(s: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    if let Some(code) = fail {
+    if let Some((code, retry_after)) = fail {
         let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return Err((code, "injected failure").into_response());
+        let mut resp = (code, "injected failure").into_response();
+        if let Some(v) = retry_after.and_then(|v| v.parse().ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(resp);
     }
     if !ok {
         return Err((
@@ -297,7 +419,7 @@ async fn list_comments(
                 "issue_url": format!("/{repo}/issues/{}", c.number),
                 "user": user_json(&c.user),
                 "body": c.body,
-                "created_at": c.updated_at,
+                "created_at": c.created_at,
                 "updated_at": c.updated_at,
             })
         })
@@ -354,8 +476,8 @@ async fn pull(
     let repo = format!("{o}/{r}");
     let found = lock(&s).pulls.get(&repo).and_then(|p| p.get(&n).cloned());
     match found {
-        Some((sha, clone_url)) => axum::Json(json!({
-            "id": n, "number": n, "state": "open", "title": format!("PR {n}"),
+        Some(FakePull { head: sha, clone_url, state, merged }) => axum::Json(json!({
+            "id": n, "number": n, "state": state, "merged": merged, "title": format!("PR {n}"),
             "head": { "ref": format!("pr-{n}"), "sha": sha, "repo": { "full_name": repo, "clone_url": clone_url } },
             "base": { "ref": "main", "sha": "0".repeat(40), "repo": { "full_name": repo, "clone_url": format!("/{repo}.git") } },
         }))
@@ -440,20 +562,135 @@ async fn create(
     if let Err(resp) = gate(&s, &h).await {
         return resp;
     }
-    let mut st = lock(&s);
-    st.next_id += 1;
-    st.clock += 1;
-    let c = FakeComment {
-        id: st.next_id,
-        repo: format!("{o}/{r}"),
-        number: n,
-        user: st.me.clone(),
-        body: body["body"].as_str().unwrap_or_default().to_owned(),
-        updated_at: stamp(st.clock),
+    let (answer, stall) = {
+        let mut st = lock(&s);
+        st.next_id += 1;
+        st.clock += 1;
+        let c = FakeComment {
+            id: st.next_id,
+            repo: format!("{o}/{r}"),
+            number: n,
+            user: st.me.clone(),
+            body: body["body"].as_str().unwrap_or_default().to_owned(),
+            created_at: stamp(st.clock),
+            updated_at: stamp(st.clock),
+        };
+        let answer = json!({ "id": c.id, "body": c.body, "user": user_json(&c.user) });
+        let stall = st
+            .stall_comment_creation
+            .as_ref()
+            .filter(|(needle, _)| c.body.contains(needle.as_str()))
+            .map(|(_, d)| *d);
+        st.comments.push(c);
+        (answer, stall)
     };
-    let answer = json!({ "id": c.id, "body": c.body, "user": user_json(&c.user) });
-    st.comments.push(c);
+    if let Some(d) = stall {
+        tokio::time::sleep(d).await;
+    }
     (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+/// `GET /repos/{o}/{r}/issues/{n}/comments`: one PR's comments, no paging (as Gitea).
+async fn pull_comments(
+    State(s): State<Shared>,
+    Path((o, r, n)): Path<(String, String, i64)>,
+    h: HeaderMap,
+) -> Response {
+    if let Err(resp) = gate(&s, &h).await {
+        return resp;
+    }
+    let repo = format!("{o}/{r}");
+    let items: Vec<Value> = lock(&s)
+        .comments
+        .iter()
+        .filter(|c| c.repo == repo && c.number == n)
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "pull_request_url": format!("/{repo}/pulls/{n}"),
+                "issue_url": format!("/{repo}/issues/{n}"),
+                "user": user_json(&c.user),
+                "body": c.body,
+                "created_at": c.created_at,
+                "updated_at": c.updated_at,
+            })
+        })
+        .collect();
+    axum::Json(Value::Array(items)).into_response()
+}
+
+/// `GET /repos/{o}/{r}/issues/{n}/timeline`: comments and `pull_push` events, oldest first;
+/// `page`/`limit` (max 50), `X-Total-Count` of the page, no `Link` header — as Gitea.
+async fn timeline(
+    State(s): State<Shared>,
+    Path((o, r, n)): Path<(String, String, i64)>,
+    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    if let Err(resp) = gate(&s, &h).await {
+        return resp;
+    }
+    let repo = format!("{o}/{r}");
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 50);
+    let page = q
+        .get("page")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut events: Vec<(String, Value)> = {
+        let st = lock(&s);
+        let comments = st
+            .comments
+            .iter()
+            .filter(|c| c.repo == repo && c.number == n)
+            .map(|c| {
+                (
+                    c.created_at.clone(),
+                    json!({
+                        "id": c.id, "type": "comment", "body": c.body,
+                        "user": user_json(&c.user),
+                        "created_at": c.created_at, "updated_at": c.updated_at,
+                    }),
+                )
+            });
+        let pushes = st
+            .pushes
+            .iter()
+            .filter(|p| p.repo == repo && p.number == n)
+            .map(|p| {
+                let content = json!({
+                    "is_force_push": p.force,
+                    "commit_ids": p.commit_ids,
+                });
+                (
+                    p.at.clone(),
+                    json!({
+                        "id": 0, "type": "pull_push", "body": content.to_string(),
+                        "user": user_json("pusher"),
+                        "created_at": p.at, "updated_at": p.at,
+                    }),
+                )
+            });
+        comments.chain(pushes).collect()
+    };
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    let items: Vec<Value> = events
+        .into_iter()
+        .map(|(_, v)| v)
+        .skip((page - 1) * limit)
+        .take(limit)
+        .collect();
+    let count = items.len().to_string();
+    let mut resp = axum::Json(Value::Array(items)).into_response();
+    if let Ok(v) = count.parse() {
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static("x-total-count"), v);
+    }
+    resp
 }
 
 async fn edit(

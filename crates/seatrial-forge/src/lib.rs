@@ -2,6 +2,7 @@
 //! seatrial, and whether a webhook delivery really comes from the forge. The HTTP client, polling
 //! and reporting build on these.
 
+pub mod approval;
 pub mod client;
 pub mod command;
 #[cfg(feature = "fake")]
@@ -9,7 +10,8 @@ pub mod fake;
 pub mod webhook;
 
 pub use client::{
-    Comment, Forge, ForgeError, Gitea, Membership, PullRequest, RepoName, StatusState, Token,
+    Comment, EtagCache, Forge, ForgeError, Gitea, Membership, PullRequest, Push, Replay, RepoName,
+    StatusState, Token,
 };
 pub use command::{Command, CommandError, parse_comment};
 pub use webhook::{SignatureError, verify_signature};

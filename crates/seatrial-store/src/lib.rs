@@ -97,6 +97,10 @@ pub struct NewRun {
     pub requested_by: Option<String>,
     /// Overrides the server's run timeout.
     pub timeout_secs: Option<i64>,
+    /// The recipe's directory inside the repository (`None`: its root).
+    pub recipe_path: Option<String>,
+    /// The probe settings the run is tried with (JSON, the server's format).
+    pub probe: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +127,11 @@ pub struct Run {
     /// Why it failed, errored, was cancelled, timed out or was re-queued.
     pub reason: Option<String>,
     pub timeout_secs: Option<i64>,
+    /// The recipe's directory inside the repository, fixed when queued.
+    pub recipe_path: Option<String>,
+    /// The probe settings fixed when queued (JSON); `None` for runs queued before they were
+    /// stored.
+    pub probe: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -147,6 +156,8 @@ struct RunRow {
     stack: Option<String>,
     reason: Option<String>,
     timeout_secs: Option<i64>,
+    recipe_path: Option<String>,
+    probe: Option<String>,
 }
 
 impl TryFrom<RunRow> for Run {
@@ -173,6 +184,8 @@ impl TryFrom<RunRow> for Run {
             stack: r.stack,
             reason: r.reason,
             timeout_secs: r.timeout_secs,
+            recipe_path: r.recipe_path,
+            probe: r.probe,
         })
     }
 }
@@ -286,7 +299,7 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-const RUN_COLUMNS: &str = "id, recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, started_at_ms, finished_at_ms, lease_owner, lease_expires_at_ms, cancel_requested, stack, reason, timeout_secs";
+const RUN_COLUMNS: &str = "id, recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, started_at_ms, finished_at_ms, lease_owner, lease_expires_at_ms, cancel_requested, stack, reason, timeout_secs, recipe_path, probe";
 
 impl Store {
     /// Opens (creating, for SQLite) and migrates the database: `sqlite://<path>` or
@@ -372,8 +385,8 @@ impl Store {
 
     pub async fn enqueue(&self, new: &NewRun) -> Result<Run, StoreError> {
         let sql = format!(
-            "INSERT INTO runs (recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, timeout_secs) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10) RETURNING {RUN_COLUMNS}"
+            "INSERT INTO runs (recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, timeout_secs, recipe_path, probe) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11, $12) RETURNING {RUN_COLUMNS}"
         );
         let row: RunRow = on_pool!(self, p => sqlx::query_as(&sql)
             .bind(&new.recipe)
@@ -386,6 +399,8 @@ impl Store {
             .bind(&new.requested_by)
             .bind(now_ms())
             .bind(new.timeout_secs)
+            .bind(&new.recipe_path)
+            .bind(&new.probe)
             .fetch_one(p)
             .await)
         .map_err(query_error("queueing a run"))?;

@@ -485,3 +485,44 @@ async fn sqlite_file_is_created_and_reopened_and_bad_urls_say_why() {
         .to_string();
     assert!(err.contains("cannot create the directory"), "{err}");
 }
+
+#[tokio::test]
+async fn a_run_keeps_the_settings_it_was_queued_with() {
+    for (store, backend) in fresh().await {
+        let queued = store
+            .enqueue(&NewRun {
+                recipe: "https://git.example.org/coop/mono.git".into(),
+                reference: Some("a".repeat(40)),
+                commit_sha: Some("a".repeat(40)),
+                timeout_secs: Some(5400),
+                recipe_path: Some("apps/hello".into()),
+                probe: Some(r#"{"path":"/healthz"}"#.into()),
+                ..new_run("unused")
+            })
+            .await
+            .expect("enqueue");
+        let claimed = store
+            .claim("server-b", LEASE)
+            .await
+            .expect("claim")
+            .expect("a run");
+        assert_eq!(claimed.id, queued.id, "{backend}");
+        assert_eq!(
+            claimed.recipe_path.as_deref(),
+            Some("apps/hello"),
+            "{backend}"
+        );
+        assert_eq!(
+            claimed.probe.as_deref(),
+            Some(r#"{"path":"/healthz"}"#),
+            "{backend}"
+        );
+        assert_eq!(claimed.timeout_secs, Some(5400), "{backend}");
+        assert_eq!(claimed.commit_sha, Some("a".repeat(40)), "{backend}");
+        let plain = store
+            .enqueue(&new_run("/recipes/x"))
+            .await
+            .expect("enqueue");
+        assert_eq!((plain.recipe_path, plain.probe), (None, None), "{backend}");
+    }
+}

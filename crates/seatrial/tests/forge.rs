@@ -221,6 +221,10 @@ fn testme_comments_run_real_trials_and_report_back() {
         "{result}"
     );
     assert!(result.contains("mode: cold"), "{result}");
+    assert!(
+        result.contains(&format!("commit `{}`", &good[..10])),
+        "the comment names the commit it tested: {result}"
+    );
     assert_eq!(
         replies.iter().filter(|b| b.contains("run [")).count(),
         1,
@@ -246,10 +250,16 @@ fn testme_comments_run_real_trials_and_report_back() {
 
     // A wrongly signed webhook is refused; the same comment by webhook and poll runs once.
     let comment = forge.post_comment("coop/hello", 8, "alice", "!testme");
+    let commented_at = forge
+        .comments("coop/hello", 8)
+        .into_iter()
+        .find(|c| c.id == comment)
+        .map(|c| c.updated_at)
+        .expect("the comment");
     let payload = json!({
         "action": "created", "is_pull": true,
         "issue": { "number": 8 },
-        "comment": { "id": comment, "body": "!testme", "user": { "login": "alice" }, "updated_at": "" },
+        "comment": { "id": comment, "body": "!testme", "user": { "login": "alice" }, "created_at": commented_at, "updated_at": commented_at },
         "repository": { "full_name": "coop/hello" },
         "sender": { "login": "alice" },
     });
@@ -412,4 +422,185 @@ fn poll_cycle_benchmark() {
         median as f64 / 10_000.0,
         naive / per_cycle
     );
+}
+
+fn bot_comments(forge: &FakeForge, repo: &str, pr: i64) -> Vec<String> {
+    let bot = forge.me();
+    forge
+        .comments(repo, pr)
+        .into_iter()
+        .filter(|c| c.user == bot)
+        .map(|c| c.body)
+        .collect()
+}
+
+/// What a `!testme` approves, end to end with the real server: pushes after the comment, closed
+/// and merged pull requests and an unrecorded head move are refused (one reply each); a named
+/// commit runs; a run comment whose answer is lost is not posted twice; and a run keeps the
+/// settings it was queued with when a server with another config runs it.
+#[test]
+fn testme_runs_only_what_was_approved_with_the_settings_it_was_queued_with() {
+    let forge = fake_forge();
+    let data = scratch("forge-approval");
+    // A monorepo whose recipe lives in apps/web (no published port: runs beside other tests).
+    let mono = data.join("mono");
+    portless_recipe(&mono.join("apps/web"));
+    git(&mono, &["init", "-q", "-b", "main"]);
+    let id = ["-c", "user.email=m@example.org", "-c", "user.name=M"];
+    git(&mono, &[&id[..], &["add", "-A"]].concat());
+    git(&mono, &[&id[..], &["commit", "-q", "-m", "apps"]].concat());
+    let mono_head = git(&mono, &["rev-parse", "HEAD"]);
+    forge.open_pull("coop/mono", 5, &mono_head, mono.to_str().expect("utf8"));
+    forge.add_member("coop", "alice");
+
+    let write_config = |name: &str, mono_entry: &str| {
+        let path = data.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1s\"\n\n[[repos]]\nname = \"coop/hello\"\n\n[[repos]]\nname = \"coop/mono\"\n{mono_entry}\n",
+                forge.url
+            ),
+        )
+        .expect("config");
+        path.to_str().expect("utf8").to_owned()
+    };
+    // Server A queues with its config (the recipe in apps/web, probed at /healthz for "ok")
+    // but cannot claim: its engine does not answer.
+    let config_a = write_config(
+        "a.toml",
+        "recipe = \"apps/web\"\ntimeout = \"20m\"\nprobe = { path = \"/healthz\", body = \"ok\" }",
+    );
+    let server_a = Server::start(
+        &data,
+        None,
+        &[
+            ("SEATRIAL_CONFIG", config_a.as_str()),
+            ("SEATRIAL_FORGE_TOKEN", FORGE_TOKEN),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    forge.post_comment("coop/mono", 5, "alice", "!testme");
+    let queued = wait_for(
+        "the monorepo run, queued by A",
+        Duration::from_secs(30),
+        || runs(&server_a).into_iter().find(|r| r["pr"] == 5),
+    );
+    assert_eq!(queued["state"], "queued", "A cannot claim: {queued:#}");
+    assert_eq!(queued["recipe_path"], "apps/web");
+    assert_eq!(queued["probe"]["path"], "/healthz");
+    assert_eq!(queued["timeout_secs"], 1200);
+    assert_eq!(queued["commit"], json!(mono_head));
+    let mono_run = queued["id"].as_i64().expect("id");
+    drop(server_a);
+
+    // While no server runs, members comment; then things change under the comments.
+    let (a, b, c) = ("a".repeat(40), "b".repeat(40), "c".repeat(40));
+    for pr in 11..=16 {
+        let head = if pr == 16 { &c } else { &a };
+        forge.open_pull("coop/hello", pr, head, "/nowhere.git");
+    }
+    forge.close_pull("coop/hello", 12);
+    forge.merge_pull("coop/hello", 13);
+    forge.push("coop/hello", 15, &[&a]);
+    for pr in 12..=15 {
+        forge.post_comment("coop/hello", pr, "alice", "!testme");
+    }
+    forge.push("coop/hello", 14, &[&b]);
+    forge.move_head_unrecorded("coop/hello", 15, &b);
+    forge.post_comment("coop/hello", 16, "alice", &format!("!testme {}", &c[..8]));
+    // Every run comment is created but its answer comes after the client's 10 s timeout.
+    forge.stall_comment_creation("seatrial-run", Duration::from_secs(12));
+
+    // Server B has another config for coop/mono: if it used its own, the trial would fail (no
+    // recipe at the root, a body that is not there).
+    let config_b = write_config(
+        "b.toml",
+        "recipe = \".\"\nprobe = { path = \"/nope\", body = \"not-there\" }",
+    );
+    let server = Server::start(
+        &data,
+        None,
+        &[
+            ("SEATRIAL_CONFIG", config_b.as_str()),
+            ("SEATRIAL_FORGE_TOKEN", FORGE_TOKEN),
+        ],
+    );
+    let done = server.wait_done(mono_run, Duration::from_secs(300));
+    assert_eq!(done["state"], "passed", "{done:#}\n{}", server.log_text());
+    let serve = done["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["name"] == "serve")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        serve["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("/healthz")),
+        "probed as queued, not as B's config says: {serve:#}"
+    );
+
+    // Refusals: one reply each, saying why; nothing queued, no status on either head.
+    let expect_reply = |pr: i64, says: &str| {
+        wait_for(
+            &format!("the reply on #{pr}"),
+            Duration::from_secs(30),
+            || (!bot_comments(&forge, "coop/hello", pr).is_empty()).then_some(()),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let replies = bot_comments(&forge, "coop/hello", pr);
+        assert_eq!(replies.len(), 1, "one reply on #{pr}: {replies:#?}");
+        assert!(replies[0].contains(says), "#{pr}: {}", replies[0]);
+    };
+    expect_reply(12, "is closed");
+    expect_reply(13, "already merged");
+    expect_reply(14, "after your comment");
+    expect_reply(15, "cannot tell");
+    assert!(
+        forge.statuses(&b).is_empty(),
+        "a pushed-after head never gets a status"
+    );
+
+    // The named head runs (it errors: there is nothing to clone), and its comment, whose
+    // creation was never confirmed, is found and edited rather than posted again.
+    let named = wait_for(
+        "the run of the named commit",
+        Duration::from_secs(60),
+        || runs(&server).into_iter().find(|r| r["pr"] == 16),
+    );
+    assert_eq!(named["commit"], json!(c));
+    let named = server.wait_done(named["id"].as_i64().expect("id"), Duration::from_secs(120));
+    assert_eq!(named["state"], "errored", "{named:#}");
+    let body = wait_for("the verdict on #16", Duration::from_secs(60), || {
+        let mine = bot_comments(&forge, "coop/hello", 16);
+        mine.iter()
+            .find(|b| b.contains("**errored**"))
+            .cloned()
+            .map(|b| (b, mine.len()))
+    });
+    assert_eq!(
+        body.1, 1,
+        "one comment for the run, edited — never posted twice"
+    );
+    assert!(
+        body.0.contains(&format!("commit `{}`", &c[..10])),
+        "{}",
+        body.0
+    );
+    assert_eq!(
+        forge.statuses(&c).last().map(|s| s.state.clone()),
+        Some("error".to_owned())
+    );
+    let mono_comments: Vec<String> = bot_comments(&forge, "coop/mono", 5);
+    assert_eq!(mono_comments.len(), 1, "{mono_comments:#?}");
+    assert_eq!(
+        runs(&server).len(),
+        2,
+        "only the approved runs were queued: {:#?}",
+        runs(&server)
+    );
+    forge.stop_stalling();
 }

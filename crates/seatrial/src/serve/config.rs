@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use seatrial_recipe::policy::Permit;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// An API bearer token. Never printed: `Debug` shows its length only.
 #[derive(Clone)]
@@ -89,6 +89,148 @@ impl ServeConfig {
     pub fn timeout_for(&self, recipe: &str, own: Option<Duration>) -> Duration {
         own.or_else(|| self.run_timeouts.get(recipe.trim_end_matches('/')).copied())
             .unwrap_or(self.run_timeout)
+    }
+
+    /// The server's own probe defaults (`[probe]`), as trial overrides.
+    pub fn probe_overrides(&self) -> seatrial_trial::settings::Overrides {
+        seatrial_trial::settings::Overrides {
+            strategy: self.probe.strategy,
+            url: self.probe.url.clone(),
+            insecure: self.probe.insecure,
+            probe_timeout: self
+                .probe
+                .timeout
+                .as_deref()
+                .and_then(|t| seatrial_recipe::parse_duration(t).ok()),
+            ..seatrial_trial::settings::Overrides::default()
+        }
+    }
+
+    /// The enrolled repository `owner/name`, if it is one.
+    pub fn enrolled(&self, repo: &str) -> Option<&EnrolledRepo> {
+        self.forge
+            .as_ref()?
+            .repos
+            .iter()
+            .find(|r| r.name.to_string() == repo)
+    }
+
+    /// What a run queued now is fixed to: for a run of an enrolled repository its recipe
+    /// directory, probe and timeout over the server's; else the server's. `own`: the run's own
+    /// time limit, when it asked for one.
+    pub fn settings_for(
+        &self,
+        recipe: &str,
+        enrolled: Option<&EnrolledRepo>,
+        own: Option<Duration>,
+    ) -> RunSettings {
+        let mut probe = self.probe_overrides();
+        if let Some(e) = enrolled {
+            probe = probe.then(&e.probe);
+        }
+        RunSettings {
+            recipe_path: enrolled
+                .and_then(|e| e.recipe.as_ref())
+                .map(|p| p.to_string_lossy().into_owned()),
+            probe: StoredProbe::from_overrides(&probe),
+            timeout: self.timeout_for(recipe, own.or_else(|| enrolled.and_then(|e| e.timeout))),
+        }
+    }
+}
+
+/// What decides how a run runs, fixed when it is queued and stored with it, so any server that
+/// claims it runs it the same way: the recipe's directory in the repository, the probe settings
+/// (the server's `[probe]` under the repository's `probe`), and the time limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    pub recipe_path: Option<String>,
+    pub probe: StoredProbe,
+    pub timeout: Duration,
+}
+
+/// The probe settings of a queued run, as stored (JSON in the run's `probe` column).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredProbe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `[lowest, highest]` accepted HTTP status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<(u16, u16)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
+}
+
+fn strategy_name(s: seatrial_trial::settings::Strategy) -> &'static str {
+    use seatrial_trial::settings::Strategy;
+    match s {
+        Strategy::Gateway => "gateway",
+        Strategy::Url => "url",
+        Strategy::Exec => "exec",
+    }
+}
+
+impl StoredProbe {
+    pub fn from_overrides(o: &seatrial_trial::settings::Overrides) -> Self {
+        Self {
+            strategy: o.strategy.map(|s| strategy_name(s).to_owned()),
+            url: o.url.clone(),
+            insecure: o.insecure,
+            path: o.path.clone(),
+            status: o.status,
+            body: o.body.clone(),
+            timeout_ms: o
+                .probe_timeout
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            port: o.port,
+            services: o.services.clone(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Reads stored settings back; an error names what is wrong with them.
+    pub fn from_json(json: &str) -> Result<Self, String> {
+        serde_json::from_str(json)
+            .map_err(|e| format!("the run's stored probe settings {json:?} cannot be read: {e}"))
+    }
+
+    pub fn to_overrides(&self) -> Result<seatrial_trial::settings::Overrides, String> {
+        let strategy = self
+            .strategy
+            .as_deref()
+            .map(|s| {
+                serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+                    format!("the run's stored probe strategy {s:?} is not gateway, url or exec")
+                })
+            })
+            .transpose()?;
+        Ok(seatrial_trial::settings::Overrides {
+            strategy,
+            url: self.url.clone(),
+            insecure: self.insecure,
+            path: self.path.clone(),
+            status: self.status,
+            body: self.body.clone(),
+            probe_timeout: self.timeout_ms.map(Duration::from_millis),
+            port: self.port,
+            services: self.services.clone(),
+            ..seatrial_trial::settings::Overrides::default()
+        })
     }
 }
 
@@ -607,6 +749,58 @@ mod tests {
             err.starts_with("api_permit: ") && err.contains("absolute"),
             "{err}"
         );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn run_settings_are_fixed_at_enqueue_and_read_back_the_same() {
+        let dir =
+            std::env::temp_dir().join(format!("seatrial-settings-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("seatrial.toml");
+        std::fs::write(
+            &path,
+            "run_timeout = \"30m\"\n[probe]\nstrategy = \"url\"\nurl = \"https://proxy.example.org\"\ntimeout = \"2m\"\n\n[forge]\nurl = \"https://git.example.org\"\ntoken = \"t\"\n\n[[repos]]\nname = \"coop/mono\"\nrecipe = \"apps/x\"\ntimeout = \"90m\"\nprobe = { path = \"/health\", status = \"200\", services = [\"app\"] }\n",
+        )
+        .expect("write");
+        let c = load_with(Some(&path), &no_env).expect("loads");
+        let enrolled = c.enrolled("coop/mono");
+        assert!(enrolled.is_some());
+        let s = c.settings_for("https://git.example.org/coop/mono.git", enrolled, None);
+        assert_eq!(s.recipe_path.as_deref(), Some("apps/x"));
+        assert_eq!(s.timeout, Duration::from_secs(5400), "the repository's");
+        let expected = StoredProbe {
+            strategy: Some("url".into()),
+            url: Some("https://proxy.example.org".into()),
+            path: Some("/health".into()),
+            status: Some((200, 200)),
+            timeout_ms: Some(120_000),
+            services: Some(vec!["app".into()]),
+            ..StoredProbe::default()
+        };
+        assert_eq!(
+            s.probe, expected,
+            "the repository's probe over the server's"
+        );
+        let back = StoredProbe::from_json(&s.probe.to_json()).expect("reads back");
+        assert_eq!(back, expected);
+        let o = back.to_overrides().expect("overrides");
+        assert_eq!(StoredProbe::from_overrides(&o), expected);
+        let plain = c.settings_for("/recipes/x", None, None);
+        assert_eq!(
+            (plain.recipe_path, plain.timeout),
+            (None, Duration::from_secs(1800))
+        );
+        assert_eq!(plain.probe.path, None);
+        let err = StoredProbe::from_json(r#"{"strategy":"carrier-pigeon"}"#)
+            .expect("json")
+            .to_overrides()
+            .expect_err("unknown strategy");
+        assert!(
+            err.contains("carrier-pigeon") && err.contains("gateway"),
+            "{err}"
+        );
+        assert!(StoredProbe::from_json("{").is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

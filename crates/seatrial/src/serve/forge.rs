@@ -1,10 +1,12 @@
 //! `!testme` from pull requests: polling (the primary trigger), the optional signed webhook,
-//! fail-closed authorization, and results reported back as a commit status and one PR comment
-//! edited as the run goes.
+//! fail-closed authorization, the commit a comment approves (`seatrial_forge::approval`: never
+//! one pushed after it), and results reported back as a commit status and one PR comment edited
+//! as the run goes (never posted twice).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use seatrial_forge::approval::{Approval, approved_commit};
 use seatrial_forge::command::{Command, usage};
 use seatrial_forge::{Comment, Forge, Gitea, Membership, RepoName, StatusState};
 use seatrial_store::{NewRun, Run, RunState};
@@ -62,7 +64,12 @@ pub fn comment_from_hook(payload: &serde_json::Value) -> Option<(RepoName, Comme
         number: payload["issue"]["number"].as_i64(),
         on_pull: payload["is_pull"].as_bool().unwrap_or(false)
             || !payload["issue"]["pull_request"].is_null(),
-        updated_at: c["updated_at"].as_str().unwrap_or_default().to_owned(),
+        updated_at: c["updated_at"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .or_else(|| c["created_at"].as_str())
+            .unwrap_or_default()
+            .to_owned(),
     };
     Some((repo, comment))
 }
@@ -169,7 +176,7 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
             tracing::warn!(repo = %repo, pr = number, error = %e, "cannot reply on the pull request");
         }
     };
-    let quick = match parsed {
+    let (quick, asked) = match parsed {
         Err(e) => {
             reply(format!("@{}: {e}.\n\n{}", c.user, usage(prefix))).await;
             return;
@@ -178,7 +185,7 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
             reply(usage(prefix)).await;
             return;
         }
-        Ok(Command::Test { quick }) => quick,
+        Ok(Command::Test { quick, commit }) => (quick, commit),
     };
     if quick {
         reply(format!(
@@ -208,43 +215,62 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
         .await;
         return;
     }
-    let pull = match link.client.pull(repo, number).await {
+    // The pull request first, then its pushes: a push between the two reads shows as a push
+    // after the comment (refused), never as an unrecorded head that runs.
+    let looked_up = async {
+        let pull = link.client.pull(repo, number).await?;
+        let pushes = if pull.open && asked.is_none() {
+            link.client.pushes(repo, number).await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, seatrial_forge::ForgeError>((pull, pushes))
+    };
+    let (pull, pushes) = match looked_up.await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the pull request");
             reply(format!(
-                "@{}: seatrial could not read this pull request ({e}); try again later.",
+                "@{}: seatrial could not read this pull request ({e}); nothing was queued. Comment `{prefix}` again later.",
                 c.user
             ))
             .await;
             return;
         }
     };
+    let sha = match approved_commit(&c.updated_at, asked.as_deref(), &pull, &pushes) {
+        Approval::Run(sha) => sha,
+        Approval::Refuse(why) => {
+            tracing::info!(repo = %repo, pr = number, user = %c.user, why = ?why, "!testme not run");
+            reply(format!("@{}: {}", c.user, why.explain(prefix))).await;
+            return;
+        }
+    };
+    let enrolled = shared.config.enrolled(&repo.to_string());
+    let settings = shared
+        .config
+        .settings_for(&pull.head_clone_url, enrolled, None);
     let run = shared
         .enqueue(&NewRun {
             recipe: pull.head_clone_url.clone(),
-            reference: Some(pull.head_sha.clone()),
+            reference: Some(sha.clone()),
             repo: Some(repo.to_string()),
             pr_number: Some(number),
-            commit_sha: Some(pull.head_sha.clone()),
+            commit_sha: Some(sha.clone()),
             mode: "cold".into(),
             trigger: "comment".into(),
             requested_by: Some(c.user.clone()),
-            timeout_secs: link
-                .config
-                .repos
-                .iter()
-                .find(|r| &r.name == repo)
-                .and_then(|r| r.timeout)
-                .map(|t| t.as_secs() as i64),
+            timeout_secs: Some(i64::try_from(settings.timeout.as_secs()).unwrap_or(i64::MAX)),
+            recipe_path: settings.recipe_path,
+            probe: Some(settings.probe.to_json()),
         })
         .await;
     match run {
         Ok(run) => {
-            tracing::info!(run = run.id, repo = %repo, pr = number, user = %c.user, "queued from a comment");
+            tracing::info!(run = run.id, repo = %repo, pr = number, user = %c.user, commit = %sha, "queued from a comment");
             if let Err(e) = shared
                 .store
-                .add_forge_report(run.id, &repo.to_string(), number, &pull.head_sha)
+                .add_forge_report(run.id, &repo.to_string(), number, &sha)
                 .await
             {
                 tracing::error!(error = %e, "cannot record where the run reports");
@@ -286,8 +312,14 @@ async fn comment_body(shared: &Shared, run: &Run, link_url: &str) -> String {
     } else {
         "cold (full trial: previous release installed, upgraded to this change)"
     };
+    let commit = run
+        .commit_sha
+        .as_deref()
+        .map(|c| format!(" — commit `{}`", c.get(..10).unwrap_or(c)))
+        .unwrap_or_default();
     let mut body = format!(
-        "**seatrial** run [{}]({link_url}) — mode: {mode}\n\n",
+        "{}\n**seatrial** run [{}]({link_url}){commit} — mode: {mode}\n\n",
+        marker(link_url),
         run.id
     );
     match run.state {
@@ -322,6 +354,37 @@ async fn comment_body(shared: &Shared, run: &Run, link_url: &str) -> String {
         }
     }
     body
+}
+
+/// The hidden line that identifies a run's comment on the PR (its dashboard URL is unique to
+/// this deployment and run), so a comment whose creation was never confirmed is found, not
+/// posted again.
+fn marker(run_url: &str) -> String {
+    format!("<!-- seatrial-run {run_url} -->")
+}
+
+/// The id of this run's comment if seatrial already posted it (an earlier post whose answer
+/// was lost). `Err`: the PR's comments could not be read — post nothing this pass.
+async fn find_posted(
+    link: &ForgeLink,
+    repo: &RepoName,
+    pr: i64,
+    run_url: &str,
+) -> Result<Option<i64>, String> {
+    let me = link
+        .me()
+        .await
+        .ok_or("seatrial's own forge account is unknown")?;
+    let needle = marker(run_url);
+    let comments = link
+        .client
+        .pull_comments(repo, pr)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(comments
+        .iter()
+        .find(|c| c.user == me && c.body.contains(&needle))
+        .map(|c| c.id))
 }
 
 /// One pass over runs whose PR does not show their current state yet. Forge errors are logged
@@ -367,6 +430,18 @@ pub async fn report_once(shared: &Shared, link: &ForgeLink) {
             continue;
         }
         let body = comment_body(shared, &run, &url).await;
+        // The run's comment: edited once it exists; before posting it, look for it (a post whose
+        // answer was lost may have created it — posting again would show twice).
+        let comment_id = match comment_id {
+            Some(id) => Some(id),
+            None => match find_posted(link, &repo_name, pr, &url).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(run = run.id, error = %e, "cannot look for the run's comment; will retry");
+                    continue;
+                }
+            },
+        };
         let posted = match comment_id {
             Some(id) => link
                 .client

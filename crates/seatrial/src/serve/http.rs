@@ -197,6 +197,9 @@ pub fn run_json(
         },
         "stack": run.stack,
         "reason": run.reason,
+        "recipe_path": run.recipe_path,
+        "probe": run.probe.as_deref().and_then(|p| serde_json::from_str::<Value>(p).ok()),
+        "timeout_secs": run.timeout_secs,
         "cancel_requested": run.cancel_requested,
         "queue_position": position,
         "url": link(shared, run.id),
@@ -287,6 +290,12 @@ async fn api_create(
                 .as_secs() as i64,
         ),
     };
+    // Fixed now: whichever server claims the run runs it with these.
+    let settings = shared.config.settings_for(
+        &req.recipe,
+        None,
+        timeout_secs.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0))),
+    );
     let run = shared
         .enqueue(&NewRun {
             recipe: req.recipe,
@@ -297,7 +306,9 @@ async fn api_create(
             mode,
             trigger: "api".into(),
             requested_by: req.requested_by,
-            timeout_secs,
+            timeout_secs: Some(i64::try_from(settings.timeout.as_secs()).unwrap_or(i64::MAX)),
+            recipe_path: settings.recipe_path,
+            probe: Some(settings.probe.to_json()),
         })
         .await?;
     tracing::info!(run = run.id, recipe = %run.recipe, "queued");

@@ -440,8 +440,44 @@ async fn write_events(shared: &Shared, id: i64, mut rx: mpsc::UnboundedReceiver<
 }
 
 /// Runs one claimed run to its end and records the verdict.
+/// The recipe directory and probe settings a run is tried with.
+fn run_settings(
+    shared: &Shared,
+    run: &Run,
+) -> Result<(Option<std::path::PathBuf>, Overrides), String> {
+    match &run.probe {
+        Some(json) => Ok((
+            run.recipe_path.as_ref().map(std::path::PathBuf::from),
+            super::config::StoredProbe::from_json(json)?.to_overrides()?,
+        )),
+        None => {
+            let enrolled = run.repo.as_deref().and_then(|r| shared.config.enrolled(r));
+            let s = shared.config.settings_for(&run.recipe, enrolled, None);
+            Ok((
+                s.recipe_path.map(std::path::PathBuf::from),
+                s.probe.to_overrides()?,
+            ))
+        }
+    }
+}
+
 async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
     let id = run.id;
+    // The run's own settings, fixed when it was queued (runs queued before settings were stored
+    // get this server's). Unreadable ones end the run: it never runs with other settings.
+    let (subdir, overrides) = match run_settings(shared, &run) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "not running: its stored settings are unreadable");
+            let _ = shared.store.append_log(id, &e).await;
+            let _ = shared
+                .store
+                .finish(id, &shared.owner, RunState::Errored, Some(&e))
+                .await;
+            shared.changed(id);
+            return;
+        }
+    };
     let started = Instant::now();
     let remote = run.recipe.contains("://") || run.recipe.starts_with("git@");
     let reference = run
@@ -524,29 +560,9 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         })
     };
 
-    // A run from an enrolled repository gets that repository's recipe path and probe settings.
-    let enrolled = shared.config.forge.as_ref().and_then(|f| {
-        let repo = run.repo.as_deref()?;
-        f.repos.iter().find(|r| r.name.to_string() == repo).cloned()
-    });
-    let mut overrides = Overrides {
-        strategy: shared.config.probe.strategy,
-        url: shared.config.probe.url.clone(),
-        insecure: shared.config.probe.insecure,
-        probe_timeout: shared
-            .config
-            .probe
-            .timeout
-            .as_deref()
-            .and_then(|t| seatrial_recipe::parse_duration(t).ok()),
-        ..Overrides::default()
-    };
-    if let Some(e) = &enrolled {
-        overrides = overrides.then(&e.probe);
-    }
     let config = TrialConfig {
         recipe: run.recipe.clone(),
-        subdir: enrolled.as_ref().and_then(|e| e.recipe.clone()),
+        subdir,
         reference,
         base_domain: shared.config.base_domain.clone(),
         overrides,
@@ -557,8 +573,13 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         run_id,
         stack,
         // Forge and API runs are someone else's recipe: host access only as the config permits.
+        // Unlike the run's settings, permits are this server's current word (read now, not at
+        // enqueue), so an operator who revokes one is obeyed by runs already queued.
         trust: seatrial_trial::Trust::Untrusted {
-            permit: match (&enrolled, &run.repo) {
+            permit: match (
+                run.repo.as_deref().and_then(|r| shared.config.enrolled(r)),
+                &run.repo,
+            ) {
                 (Some(e), _) => e.permit.clone(),
                 (None, Some(_)) => Vec::new(), // a repository no longer enrolled
                 (None, None) => shared.config.api_permit.clone(),
