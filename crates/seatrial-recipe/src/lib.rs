@@ -9,6 +9,7 @@ pub mod git;
 pub mod interpolate;
 pub mod lint;
 pub mod load;
+pub mod locate;
 pub mod merge;
 pub mod naming;
 pub mod policy;

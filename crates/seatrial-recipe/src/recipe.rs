@@ -118,14 +118,25 @@ impl Recipe {
             Some(path) => {
                 let text = read_small(&canonical, path)?;
                 let parsed = env::parse(&text);
+                let label = file_label(&canonical, path);
                 for (line, problem) in &parsed.problems {
                     findings.push(Finding {
                         severity: Severity::Warning,
-                        at: format!("{}:{line}", file_label(&canonical, path)),
+                        at: format!("{label}:{line}"),
                         message: problem.clone(),
                         hint: "fix the line (KEY=value)".into(),
                     });
                 }
+                for (line, problem) in &parsed.errors {
+                    findings.push(Finding {
+                        severity: Severity::Error,
+                        at: format!("{label}:{line}"),
+                        message: problem.clone(),
+                        hint: "close the quote; a value spanning lines needs its closing quote"
+                            .into(),
+                    });
+                }
+                findings.extend(secret_hint_findings(&parsed, &label));
                 parsed
             }
             None => EnvFile::default(),
@@ -213,7 +224,30 @@ impl Recipe {
     }
 
     /// Resolves the recipe for an app: env, compose files, interpolation, merge, validation.
+    /// Refuses (with [`RecipeError::Invalid`]) anything a deploy would fail on.
     pub fn resolve(&self, settings: &AppSettings) -> Result<ResolvedApp, RecipeError> {
+        let app = self.render(settings)?;
+        let first = app.files.first().cloned().unwrap_or_default();
+        load::refuse_errors(&first, &app.findings)?;
+        Ok(app)
+    }
+
+    /// Resolves the recipe as Docker's loader reads it: refuses only what the loader refuses
+    /// (unreadable files, bad interpolation, bad syntax); what a deploy would reject (an
+    /// undefined secret, a missing version variable) stays in `findings` as errors.
+    pub fn render(&self, settings: &AppSettings) -> Result<ResolvedApp, RecipeError> {
+        let env_errors: Vec<Finding> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .cloned()
+            .collect();
+        if !env_errors.is_empty() {
+            return Err(RecipeError::Invalid {
+                path: self.dir.clone(),
+                findings: env_errors,
+            });
+        }
         let env = self.app_env(settings);
         let files = self.compose_files(&env)?;
         let mut findings = self.findings.clone();
@@ -222,7 +256,14 @@ impl Recipe {
             let text = read_small(&self.dir, file)?;
             let mut value = load::parse_yaml(&text, file)?;
             let label = file_label(&self.dir, file);
-            interpolate_value(&mut value, &env, &label, &mut String::new(), &mut findings)?;
+            let source = Source {
+                label: &label,
+                text: &text,
+            };
+            interpolate_value(&mut value, &env, &source, &mut String::new(), &mut findings)?;
+            // Like Docker's loader, each file must read as compose on its own before merging,
+            // so an error names the file (an overlay's own name) and its line.
+            load::compose_from_value(value.clone(), file).map_err(|e| load::with_line(e, &text))?;
             match &mut merged {
                 None => merged = Some(value),
                 Some(base) => merge::merge(base, value),
@@ -233,7 +274,6 @@ impl Recipe {
         let (compose, unknown) = load::compose_from_value(merged, &first)?;
         findings.extend(unknown);
         findings.extend(crate::validate::validate(&compose));
-        load::refuse_errors(&first, &findings)?;
         let secrets = secret_slots(&self.sample_env, &env, &settings.stack);
         Ok(ResolvedApp {
             compose,
@@ -274,6 +314,50 @@ pub fn secret_slots(
             })
         })
         .collect()
+}
+
+/// Hints abra reads from a `SECRET_*_VERSION` line's comment.
+const SECRET_HINTS: [&str; 3] = ["length", "generate", "charset"];
+
+/// Warnings for `SECRET_*_VERSION` comments seatrial would not understand (`# lenght=64`).
+fn secret_hint_findings(env: &EnvFile, label: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (key, entry) in &env.entries {
+        if !(key.starts_with("SECRET_") && key.ends_with("_VERSION")) {
+            continue;
+        }
+        let Some(comment) = &entry.comment else {
+            continue;
+        };
+        for part in comment.split_whitespace() {
+            let Some((hint, value)) = part.split_once('=') else {
+                continue;
+            };
+            let problem = if !SECRET_HINTS.contains(&hint) {
+                Some(format!(
+                    "unknown secret hint `{part}` for `{key}`; it is ignored"
+                ))
+            } else if hint == "length" && value.parse::<usize>().map_or(true, |l| l == 0) {
+                Some(format!(
+                    "secret hint `{part}` for `{key}` is not a length; {DEFAULT_SECRET_LENGTH} characters are generated"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                out.push(Finding {
+                    severity: Severity::Warning,
+                    at: format!("{label}:{}", entry.line),
+                    message,
+                    hint: format!(
+                        "known hints: {}, e.g. `# length=64`",
+                        SECRET_HINTS.join(", ")
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A path relative to the recipe, shown in messages.
@@ -325,25 +409,36 @@ fn read_small(dir: &Path, path: &Path) -> Result<String, RecipeError> {
     fs::read_to_string(path).map_err(io)
 }
 
-/// Interpolates every string value (keys are left as written), reporting where a problem is.
+/// A compose file being interpolated: its name in messages and its text (to find lines).
+struct Source<'a> {
+    label: &'a str,
+    text: &'a str,
+}
+
+/// Interpolates every string value (keys are left as written) as Docker's stack loader does,
+/// reporting where a problem is.
 fn interpolate_value(
     value: &mut Value,
     env: &IndexMap<String, String>,
-    file: &str,
+    source: &Source<'_>,
     at: &mut String,
     findings: &mut Vec<Finding>,
 ) -> Result<(), RecipeError> {
+    let file = source.label;
     match value {
         Value::String(s) if s.contains('$') => {
-            let out = interpolate::interpolate(s, &|k| env.get(k).cloned()).map_err(|e| {
+            let out = interpolate::interpolate_docker(s, &|k| env.get(k).cloned()).map_err(|e| {
                 let message = match &e {
                     InterpolationError::Required { .. } => e.to_string(),
-                    InterpolationError::Syntax { .. } => format!("bad interpolation in {s:?}: {e}"),
+                    InterpolationError::Syntax { .. } => format!(
+                        "invalid interpolation format in {s:?} (Docker refuses it too): write `$$` for a literal `$`, and only ${{VAR}}, ${{VAR:-default}}, ${{VAR-default}}, ${{VAR:?message}} or ${{VAR?message}}"
+                    ),
                 };
                 RecipeError::Interpolation {
                     file: file.to_owned(),
                     at: at.clone(),
                     message,
+                    line: crate::locate::line_of(source.text, at),
                 }
             })?;
             for var in out.unset {
@@ -362,7 +457,7 @@ fn interpolate_value(
             for (i, item) in items.iter_mut().enumerate() {
                 let len = at.len();
                 at.push_str(&format!("[{i}]"));
-                interpolate_value(item, env, file, at, findings)?;
+                interpolate_value(item, env, source, at, findings)?;
                 at.truncate(len);
             }
         }
@@ -373,7 +468,7 @@ fn interpolate_value(
                     at.push('.');
                 }
                 at.push_str(k);
-                interpolate_value(v, env, file, at, findings)?;
+                interpolate_value(v, env, source, at, findings)?;
                 at.truncate(len);
             }
         }
