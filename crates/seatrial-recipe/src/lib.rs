@@ -14,6 +14,7 @@ pub mod merge;
 pub mod naming;
 pub mod policy;
 pub mod recipe;
+pub mod render;
 pub mod secret;
 pub mod validate;
 

@@ -252,10 +252,25 @@ impl Recipe {
         let files = self.compose_files(&env)?;
         let mut findings = self.findings.clone();
         let mut merged: Option<Value> = None;
+        // `secrets.<key>.name` as written, before interpolation: the version variable it uses
+        // says which secret value to generate (an overlay's definition replaces the base's).
+        let mut secret_templates: IndexMap<String, String> = IndexMap::new();
         for file in &files {
             let text = read_small(&self.dir, file)?;
             let mut value = load::parse_yaml(&text, file)?;
             let label = file_label(&self.dir, file);
+            if let Some(secrets) = value.get("secrets").and_then(Value::as_object) {
+                for (key, def) in secrets {
+                    let name = def
+                        .get("name")
+                        .or_else(|| def.get("external").and_then(|e| e.get("name")))
+                        .and_then(Value::as_str);
+                    match name {
+                        Some(n) => secret_templates.insert(key.clone(), n.to_owned()),
+                        None => secret_templates.shift_remove(key),
+                    };
+                }
+            }
             let source = Source {
                 label: &label,
                 text: &text,
@@ -274,7 +289,9 @@ impl Recipe {
         let (compose, unknown) = load::compose_from_value(merged, &first)?;
         findings.extend(unknown);
         findings.extend(crate::validate::validate(&compose));
-        let secrets = secret_slots(&self.sample_env, &env, &settings.stack);
+        let (secrets, secret_findings) =
+            secret_slots(&compose, &secret_templates, &self.sample_env, &env);
+        findings.extend(secret_findings);
         Ok(ResolvedApp {
             compose,
             env,
@@ -285,35 +302,99 @@ impl Recipe {
     }
 }
 
-/// The secrets an app env asks for: every `SECRET_<NAME>_VERSION`.
+/// The secrets an app needs generated: every external secret a service uses whose name the
+/// compose builds from a `*_VERSION` variable (`${STACK_NAME}_db_${SECRET_DB_VERSION}`), with
+/// the version and engine name that interpolation gives it. A name whose version variable is
+/// not set is an error finding (its name would end in `_`).
 pub fn secret_slots(
+    compose: &ComposeFile,
+    templates: &IndexMap<String, String>,
     sample: &EnvFile,
     env: &IndexMap<String, String>,
-    stack: &str,
-) -> Vec<SecretSlot> {
-    env.iter()
-        .filter_map(|(key, version)| {
-            let name = key.strip_prefix("SECRET_")?.strip_suffix("_VERSION")?;
-            if name.is_empty() || version.is_empty() {
-                return None;
-            }
-            let name = name.to_ascii_lowercase();
-            let length = sample
-                .entries
-                .get(key)
-                .and_then(|e| e.hint("length"))
-                .and_then(|l| l.parse().ok())
-                .filter(|l| *l > 0)
-                .unwrap_or(DEFAULT_SECRET_LENGTH);
-            Some(SecretSlot {
-                env_key: key.clone(),
-                engine_name: format!("{stack}_{name}_{version}"),
-                name,
-                version: version.clone(),
-                length,
-            })
-        })
-        .collect()
+) -> (Vec<SecretSlot>, Vec<Finding>) {
+    let mut slots: Vec<SecretSlot> = Vec::new();
+    let mut findings = Vec::new();
+    for (key, secret) in &compose.secrets {
+        let used = compose
+            .services
+            .values()
+            .any(|svc| svc.secrets.iter().any(|r| r.source == *key));
+        if !secret.external.external || !used {
+            continue;
+        }
+        let Some(template) = templates.get(key) else {
+            continue;
+        };
+        let Some(var) = variables(template)
+            .into_iter()
+            .find(|v| v.ends_with("_VERSION"))
+        else {
+            continue; // a fixed name: the secret must exist already
+        };
+        let Some(version) = env.get(var).filter(|v| !v.is_empty()) else {
+            findings.push(Finding {
+                severity: Severity::Error,
+                at: format!("secrets.{key}.name"),
+                message: format!(
+                    "secret `{key}` is named `{template}`, but `{var}` is not set in the app env"
+                ),
+                hint: format!(
+                    "add `{var}=v1` to .env.sample (with `# length=N` to size the generated value)"
+                ),
+            });
+            continue;
+        };
+        let engine_name = secret
+            .name
+            .clone()
+            .or_else(|| secret.external.name.clone())
+            .unwrap_or_else(|| key.clone());
+        if slots.iter().any(|s| s.engine_name == engine_name) {
+            continue;
+        }
+        let name = var
+            .strip_prefix("SECRET_")
+            .and_then(|v| v.strip_suffix("_VERSION"))
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| key.clone(), str::to_ascii_lowercase);
+        let length = sample
+            .entries
+            .get(var)
+            .and_then(|e| e.hint("length"))
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(DEFAULT_SECRET_LENGTH);
+        slots.push(SecretSlot {
+            env_key: var.to_owned(),
+            name,
+            version: version.clone(),
+            length,
+            engine_name,
+        });
+    }
+    (slots, findings)
+}
+
+/// The variable names a template uses (`$A`, `${B:-x}`), in order.
+fn variables(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('$') {
+            rest = r;
+            continue;
+        }
+        let r = rest.strip_prefix('{').unwrap_or(rest);
+        let end = r
+            .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+            .unwrap_or(r.len());
+        if end > 0 {
+            out.push(&r[..end]);
+        }
+        rest = &r[end..];
+    }
+    out
 }
 
 /// Hints abra reads from a `SECRET_*_VERSION` line's comment.
