@@ -65,6 +65,11 @@ pub fn render(compose: &ComposeFile, dir: &Path) -> Value {
     Value::Object(top)
 }
 
+/// The rendered document as YAML text.
+pub fn to_yaml(doc: &Value) -> Result<String, String> {
+    serde_saphyr::to_string(doc).map_err(|e| e.to_string())
+}
+
 /// Builds a map, leaving out `None`s, empty lists and empty maps (Docker's `omitempty`).
 struct Obj(Map<String, Value>);
 

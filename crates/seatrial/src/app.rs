@@ -21,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::App(AppCommand::Undeploy(args)) => undeploy(args).await,
         Command::App(AppCommand::Ps(args)) => ps(args).await,
         Command::Lint(args) => crate::lint::run(&args),
+        Command::Render(args) => crate::render::run(&args),
         Command::Test(args) => crate::trial::run(args).await,
         Command::Janitor(args) => crate::trial::janitor(args).await,
         Command::Serve(args) => {
