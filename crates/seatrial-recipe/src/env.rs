@@ -97,6 +97,11 @@ pub fn parse(text: &str) -> EnvFile {
                 let mut end = find_closing(&body, q);
                 let mut after_value = next;
                 while end.is_none() && after_value < all.len() {
+                    // A continuation line that reads as an assignment means the quote was left
+                    // open by mistake: a value does not swallow the variables after it.
+                    if looks_like_assignment(all[after_value]) {
+                        break;
+                    }
                     body.push('\n');
                     body.push_str(all[after_value]);
                     after_value += 1;
@@ -154,6 +159,14 @@ pub fn parse(text: &str) -> EnvFile {
         );
     }
     file
+}
+
+/// `KEY=…` or `export KEY=…` at the start of a line.
+fn looks_like_assignment(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = t.strip_prefix("export ").map_or(t, str::trim_start);
+    t.split_once('=')
+        .is_some_and(|(k, _)| !k.is_empty() && valid_key(k) && !k.contains('.'))
 }
 
 fn find_closing(body: &str, quote: char) -> Option<usize> {
@@ -257,11 +270,12 @@ mod tests {
 
     #[test]
     fn an_unclosed_quote_does_not_swallow_the_lines_after_it() {
-        let f = parse("A='open\nSECRET_DB_VERSION=v1 # length=40\nB=2\n");
+        let f = parse("A='open\nSECRET_DB_VERSION=v1 # length=40\nB=2\nC='closed'\n");
         assert_eq!(f.errors.len(), 1);
         assert_eq!(f.get("SECRET_DB_VERSION"), Some("v1"));
         assert_eq!(f.get("B"), Some("2"));
         assert_eq!(f.get("A"), None);
+        assert_eq!(f.get("C"), Some("closed"));
     }
 
     #[test]
