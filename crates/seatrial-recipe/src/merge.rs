@@ -117,7 +117,7 @@ fn merge_keyed<K: Ord>(base: &mut Value, overlay: Value, key: fn(&Value) -> Opti
             None => b.push(item),
         }
     }
-    b.sort_by(|x, y| key(x).cmp(&key(y)));
+    b.sort_by_key(key);
 }
 
 /// Short-syntax ports (`"8080:80/udp"`, ranges) rewritten in the long syntax, one item per port,

@@ -109,13 +109,14 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         Ok(outcome) => outcome,
         Err(e) => {
             let nothing_deployed = engine.ps(stack).await.is_ok_and(|s| s.is_empty());
-            if first_deploy && nothing_deployed {
-                if let Err(rm) = std::fs::remove_dir_all(&app_dir) {
-                    eprintln!(
-                        "warning: cannot remove the generated secrets in {}: {rm}",
-                        app_dir.display()
-                    );
-                }
+            if first_deploy
+                && nothing_deployed
+                && let Err(rm) = std::fs::remove_dir_all(&app_dir)
+            {
+                eprintln!(
+                    "warning: cannot remove the generated secrets in {}: {rm}",
+                    app_dir.display()
+                );
             }
             return Err(e.into());
         }
