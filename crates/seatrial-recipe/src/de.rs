@@ -488,6 +488,11 @@ where
     Ok(items.into_iter().flat_map(|i| i.0).collect())
 }
 
+/// A short-syntax port (`"8080:80/tcp"`, a range) as the ports it stands for.
+pub(crate) fn short_ports(s: &str) -> Result<Vec<Port>, String> {
+    Port::from_short(s)
+}
+
 pub(crate) fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Port>, D::Error> {
     short_or_long_list(d)
 }

@@ -35,6 +35,9 @@ pub struct EnvFile {
     pub entries: IndexMap<String, EnvEntry>,
     /// Lines that could not be read, as `(line, problem)`; they are skipped.
     pub problems: Vec<(usize, String)>,
+    /// Lines that make the file unusable, as `(line, problem)`: a quote that is never closed
+    /// would otherwise swallow every following line (secrets' versions included).
+    pub errors: Vec<(usize, String)>,
 }
 
 impl EnvFile {
@@ -62,8 +65,11 @@ fn valid_key(k: &str) -> bool {
 /// Parses env-file text. Never fails: unreadable lines are reported in `problems`.
 pub fn parse(text: &str) -> EnvFile {
     let mut file = EnvFile::default();
-    let mut lines = text.lines().enumerate().peekable();
-    while let Some((idx, raw)) = lines.next() {
+    let all: Vec<&str> = text.lines().collect();
+    let mut next = 0;
+    while next < all.len() {
+        let (idx, raw) = (next, all[next]);
+        next += 1;
         let line_no = idx + 1;
         let line = raw.trim_start_matches('\u{feff}').trim();
         if line.is_empty() || line.starts_with('#') {
@@ -89,23 +95,29 @@ pub fn parse(text: &str) -> EnvFile {
                 // A quoted value may span lines.
                 let mut body = rest[1..].to_owned();
                 let mut end = find_closing(&body, q);
-                while end.is_none() {
-                    match lines.next() {
-                        Some((_, more)) => {
-                            body.push('\n');
-                            body.push_str(more);
-                            end = find_closing(&body, q);
-                        }
-                        None => break,
+                let mut after_value = next;
+                while end.is_none() && after_value < all.len() {
+                    // A continuation line that reads as an assignment means the quote was left
+                    // open by mistake: a value does not swallow the variables after it.
+                    if looks_like_assignment(all[after_value]) {
+                        break;
                     }
+                    body.push('\n');
+                    body.push_str(all[after_value]);
+                    after_value += 1;
+                    end = find_closing(&body, q);
                 }
                 let Some(end) = end else {
-                    file.problems.push((
+                    // Read on after this line: the rest of the file is not part of the value.
+                    file.errors.push((
                         line_no,
-                        format!("unclosed {q} quote in the value of `{key}`; line ignored"),
+                        format!(
+                            "the {q} quote opening the value of `{key}` is never closed; close it on this line (or escape it)"
+                        ),
                     ));
                     continue;
                 };
+                next = after_value;
                 let inner = &body[..end];
                 let after = body[end + 1..].trim();
                 let comment = after.strip_prefix('#').map(|c| c.trim().to_owned());
@@ -147,6 +159,14 @@ pub fn parse(text: &str) -> EnvFile {
         );
     }
     file
+}
+
+/// `KEY=…` or `export KEY=…` at the start of a line.
+fn looks_like_assignment(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = t.strip_prefix("export ").map_or(t, str::trim_start);
+    t.split_once('=')
+        .is_some_and(|(k, _)| !k.is_empty() && valid_key(k) && !k.contains('.'))
 }
 
 fn find_closing(body: &str, quote: char) -> Option<usize> {
@@ -240,10 +260,22 @@ mod tests {
     fn bad_lines_are_reported_not_fatal() {
         let f = parse("GOOD=1\njust words\n1BAD=x\nOPEN=\"never closed\nAFTER=2");
         assert_eq!(f.get("GOOD"), Some("1"));
-        assert_eq!(f.problems.len(), 3, "{:?}", f.problems);
+        assert_eq!(f.problems.len(), 2, "{:?}", f.problems);
         assert!(f.problems[0].1.contains("not KEY=value"));
         assert!(f.problems[1].1.contains("not a valid variable name"));
-        assert!(f.problems[2].1.contains("unclosed"));
+        assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
+        assert_eq!(f.errors[0].0, 4);
+        assert!(f.errors[0].1.contains("never closed"), "{:?}", f.errors);
+    }
+
+    #[test]
+    fn an_unclosed_quote_does_not_swallow_the_lines_after_it() {
+        let f = parse("A='open\nSECRET_DB_VERSION=v1 # length=40\nB=2\nC='closed'\n");
+        assert_eq!(f.errors.len(), 1);
+        assert_eq!(f.get("SECRET_DB_VERSION"), Some("v1"));
+        assert_eq!(f.get("B"), Some("2"));
+        assert_eq!(f.get("A"), None);
+        assert_eq!(f.get("C"), Some("closed"));
     }
 
     #[test]

@@ -26,11 +26,13 @@ pub enum RecipeError {
     },
     #[error("{path} is not valid YAML: {message}")]
     Yaml { path: PathBuf, message: String },
-    #[error("{path}: at `{at}`: {message}")]
+    #[error("{path}{}: at `{at}`: {message}", line_suffix(*line))]
     Schema {
         path: PathBuf,
         at: String,
         message: String,
+        /// The line of `at` in the file, when it could be found.
+        line: Option<usize>,
     },
     #[error("{path} is not a directory; a recipe is a directory")]
     NotADirectory { path: PathBuf },
@@ -41,11 +43,12 @@ pub enum RecipeError {
         entry: String,
         reason: String,
     },
-    #[error("{file}: at `{at}`: {message}")]
+    #[error("{file}{}: at `{at}`: {message}", line_suffix(*line))]
     Interpolation {
         file: String,
         at: String,
         message: String,
+        line: Option<usize>,
     },
     #[error("git {command} in {dir} failed: {message}")]
     Git {
@@ -58,6 +61,10 @@ pub enum RecipeError {
         path: PathBuf,
         findings: Vec<Finding>,
     },
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(":{l}")).unwrap_or_default()
 }
 
 fn render_findings(findings: &[Finding]) -> String {

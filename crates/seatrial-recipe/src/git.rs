@@ -329,6 +329,14 @@ pub fn checkout_with(
         keep: false,
     };
     let dir_str = dir.to_string_lossy().into_owned();
+    // git runs in `work_root`: a relative repository path (`.`, `../recipe`) means the caller's
+    // directory, so it is made absolute first.
+    let absolute_source = Path::new(source)
+        .is_relative()
+        .then(|| Path::new(source).canonicalize().ok())
+        .flatten()
+        .map(|p| p.to_string_lossy().into_owned());
+    let source = absolute_source.as_deref().unwrap_or(source);
     git_with(
         work_root,
         &[

@@ -58,6 +58,125 @@ pub fn interpolate(
     })
 }
 
+/// Interpolates `template` exactly as Docker's stack loader (docker/cli `compose/template`)
+/// does, quirks included, because `docker stack deploy` and abra read recipes that way:
+///
+/// - `$$` is a literal `$`; `$NAME` and `${NAME}` substitute (names are `[_A-Za-z][_A-Za-z0-9]*`);
+/// - an operator part `:-d`, `-d`, `:?msg`, `?msg` runs up to the first `}` (or, unbraced, to the
+///   end of the text), and its text is taken literally: `${A:-${B}}` is `${B` then `}`, never
+///   the value of B (nested expressions do not nest);
+/// - the part is split at the first `:-`, else the first `-`, else `:?`, else `?`, in that order;
+/// - `${X:+v}`, `${X+v}`, `${}`, `$1`, a lone `$` and an unclosed `${` are refused.
+///
+/// An unset variable without a default becomes the empty string and is reported in `unset`.
+pub fn interpolate_docker(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Outcome, InterpolationError> {
+    let bytes = template.as_bytes();
+    let mut out = String::with_capacity(template.len());
+    let mut unset: Vec<String> = Vec::new();
+    let mut i = 0;
+    let mut literal_start = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        out.push_str(&template[literal_start..i]);
+        let invalid = || InterpolationError::Syntax {
+            message: "invalid interpolation format; you may need to escape any $ with another $"
+                .into(),
+            at: i,
+        };
+        let (substitution, end) = match bytes.get(i + 1) {
+            Some(b'$') => {
+                out.push('$');
+                i += 2;
+                literal_start = i;
+                continue;
+            }
+            Some(c) if is_name_start(char::from(*c)) => {
+                let (sub, end) = docker_substitution(template, i + 1);
+                (sub, end)
+            }
+            Some(b'{') => {
+                let (sub, end) = docker_substitution(template, i + 2);
+                if sub.is_empty() || bytes.get(end) != Some(&b'}') {
+                    return Err(invalid());
+                }
+                (sub, end + 1)
+            }
+            _ => return Err(invalid()),
+        };
+        out.push_str(&docker_substitute(substitution, lookup, &mut unset)?);
+        i = end;
+        literal_start = i;
+    }
+    out.push_str(&template[literal_start..]);
+    Ok(Outcome { value: out, unset })
+}
+
+/// The `NAME[op text]` starting at `start` (the byte after `$` or `${`) and where it ends.
+/// Empty when no name starts there.
+fn docker_substitution(template: &str, start: usize) -> (&str, usize) {
+    let bytes = template.as_bytes();
+    if !bytes
+        .get(start)
+        .is_some_and(|c| is_name_start(char::from(*c)))
+    {
+        return ("", start);
+    }
+    let mut end = start + 1;
+    while bytes.get(end).is_some_and(|c| is_name_char(char::from(*c))) {
+        end += 1;
+    }
+    let op_len = match (bytes.get(end), bytes.get(end + 1)) {
+        (Some(b':'), Some(b'-' | b'?')) => 2,
+        (Some(b'-' | b'?'), _) => 1,
+        _ => 0,
+    };
+    if op_len > 0 {
+        end += op_len;
+        while bytes.get(end).is_some_and(|c| *c != b'}') {
+            end += 1;
+        }
+    }
+    (&template[start..end], end)
+}
+
+fn docker_substitute(
+    substitution: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &mut Vec<String>,
+) -> Result<String, InterpolationError> {
+    if let Some((name, default)) = substitution.split_once(":-") {
+        return Ok(lookup(name)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned()));
+    }
+    if let Some((name, default)) = substitution.split_once('-') {
+        return Ok(lookup(name).unwrap_or_else(|| default.to_owned()));
+    }
+    for (sep, non_empty) in [(":?", true), ("?", false)] {
+        if let Some((name, message)) = substitution.split_once(sep) {
+            return match lookup(name) {
+                Some(v) if !(non_empty && v.is_empty()) => Ok(v),
+                _ => Err(InterpolationError::Required {
+                    var: name.to_owned(),
+                    message: message.to_owned(),
+                }),
+            };
+        }
+    }
+    Ok(lookup(substitution).unwrap_or_else(|| {
+        if !unset.iter().any(|u| u == substitution) {
+            unset.push(substitution.to_owned());
+        }
+        String::new()
+    }))
+}
+
 /// Escapes a literal so that interpolation returns it unchanged.
 pub fn escape(literal: &str) -> String {
     literal.replace('$', "$$")
@@ -247,6 +366,61 @@ mod tests {
 
     fn ok(template: &str) -> String {
         run(template).expect("interpolates").value
+    }
+
+    fn docker(template: &str) -> Result<String, InterpolationError> {
+        let env: HashMap<&str, &str> =
+            HashMap::from([("SET", "value"), ("EMPTY", ""), ("B", "bee")]);
+        interpolate_docker(template, &|k| env.get(k).map(|v| (*v).to_owned())).map(|o| o.value)
+    }
+
+    /// Each expectation was measured with `docker stack config` (docker CLI 28).
+    #[test]
+    fn docker_semantics_match_measured_results() {
+        for (template, want) in [
+            ("${A:-${B}}", "${B}"),
+            ("${SET:-${B}}", "value}"),
+            ("${A:-x}y}", "xy}"),
+            ("${A-d}", "d"),
+            ("${EMPTY-d}", ""),
+            ("$$", "$"),
+            ("a$$b", "a$b"),
+            ("$$SET", "$SET"),
+            ("${EMPTY?m}", ""),
+            ("${SET:?a-b}", "b"),
+            ("$SET-x", "value"),
+            ("${SET}}", "value}"),
+            ("${A:-$B}", "$B"),
+            ("${A:-$$}", "$$"),
+            ("x${A-${SET}}", "x${SET}"),
+            ("${S}ET", "ET"),
+            ("${A:-{x}", "{x"),
+            ("$SET/x", "value/x"),
+        ] {
+            assert_eq!(docker(template).as_deref(), Ok(want), "{template}");
+        }
+        for bad in [
+            "${SET:+alt}",
+            "${SET+alt}",
+            "$1",
+            "a $ b",
+            "${}",
+            "${SET",
+            "${A:x}",
+            "$",
+        ] {
+            assert!(
+                matches!(docker(bad), Err(InterpolationError::Syntax { .. })),
+                "{bad} must be refused like Docker refuses it"
+            );
+        }
+        assert_eq!(
+            docker("${A:?msg}"),
+            Err(InterpolationError::Required {
+                var: "A".into(),
+                message: "msg".into()
+            })
+        );
     }
 
     #[test]

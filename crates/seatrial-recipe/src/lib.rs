@@ -9,10 +9,12 @@ pub mod git;
 pub mod interpolate;
 pub mod lint;
 pub mod load;
+pub mod locate;
 pub mod merge;
 pub mod naming;
 pub mod policy;
 pub mod recipe;
+pub mod render;
 pub mod secret;
 pub mod validate;
 

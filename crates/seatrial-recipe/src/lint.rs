@@ -20,6 +20,10 @@ pub struct LintFinding {
     #[serde(rename = "where")]
     pub at: String,
     pub fix: String,
+    /// The `COMPOSE_FILE` combinations the finding was seen in, when it is about the resolved
+    /// compose (each overlay the recipe offers is linted together with its base file).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub combinations: Vec<String>,
 }
 
 /// The rules, for `seatrial lint --help` and the docs.
@@ -63,11 +67,92 @@ fn finding(
         what,
         at,
         fix: fix.to_owned(),
+        combinations: Vec::new(),
     }
 }
 
-/// Lints the recipe in `dir` (a directory, possibly a git work tree).
+/// Lints the recipe in `dir` (a directory, possibly a git work tree) with its sample env.
 pub fn lint(dir: &std::path::Path) -> Result<Vec<LintFinding>, RecipeError> {
+    lint_with(dir, &indexmap::IndexMap::new())
+}
+
+/// The `COMPOSE_FILE` values to lint: the app env's own, then the base file with each overlay
+/// the recipe offers (a `compose.*.yml` file, or an entry of a commented-out `COMPOSE_FILE`
+/// line of `.env.sample`) that the first does not already include.
+pub fn combinations(recipe: &Recipe, env: &indexmap::IndexMap<String, String>) -> Vec<String> {
+    let default = recipe
+        .compose_files(env)
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| {
+                    f.strip_prefix(&recipe.dir)
+                        .unwrap_or(f)
+                        .display()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_else(|_| {
+            // Keep the broken value: resolving it reports what is wrong with it.
+            env.get("COMPOSE_FILE")
+                .map(|v| vec![v.clone()])
+                .unwrap_or_default()
+        });
+    let base = default
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "compose.yml".into());
+    let mut offered: Vec<String> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&recipe.dir) {
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.starts_with("compose.")
+                    && (n.ends_with(".yml") || n.ends_with(".yaml"))
+                    && n.matches('.').count() >= 2
+            })
+            .collect();
+        names.sort();
+        offered.extend(names);
+    }
+    if let Ok(text) = std::fs::read_to_string(recipe.dir.join(".env.sample")) {
+        for line in text.lines() {
+            let Some(rest) = line.trim_start().strip_prefix('#') else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            let rest = rest.strip_prefix("export ").unwrap_or(rest).trim_start();
+            let Some(value) = rest.strip_prefix("COMPOSE_FILE=") else {
+                continue;
+            };
+            let value = value.split(" #").next().unwrap_or(value);
+            for entry in value.trim().trim_matches(['"', '\'']).split(':') {
+                let entry = entry.trim();
+                if !entry.is_empty() && !entry.contains('$') && !offered.iter().any(|o| o == entry)
+                {
+                    offered.push(entry.to_owned());
+                }
+            }
+        }
+    }
+    let mut out = vec![default.join(":")];
+    for overlay in offered {
+        if overlay != base && !default.contains(&overlay) {
+            out.push(format!("{base}:{overlay}"));
+        }
+    }
+    out
+}
+
+/// [`lint`] with `overrides` of the app env (`--env`). Unless `COMPOSE_FILE` is overridden,
+/// every overlay the recipe offers is linted together with the base compose file; findings
+/// about the resolved compose say in which combinations they were seen.
+pub fn lint_with(
+    dir: &std::path::Path,
+    overrides: &indexmap::IndexMap<String, String>,
+) -> Result<Vec<LintFinding>, RecipeError> {
     use Severity::{Error, Warning};
     let recipe = Recipe::open(dir)?;
     let mut out = Vec::new();
@@ -95,48 +180,71 @@ pub fn lint(dir: &std::path::Path) -> Result<Vec<LintFinding>, RecipeError> {
         }
     }
 
-    let settings = AppSettings {
+    let mut settings = AppSettings {
         stack: stack.clone(),
         domain: Some("lint.example.org".into()),
+        overrides: overrides.clone(),
         ..AppSettings::default()
     };
-    let resolved = match recipe.resolve(&settings) {
-        Ok(r) => Some(r),
-        Err(RecipeError::Invalid { findings, path }) => {
-            for f in findings {
-                out.push(finding(
-                    "R001",
-                    Error,
-                    f.message,
-                    format!("{}: {}", path.display(), f.at),
-                    &f.hint,
-                ));
+    let combos = if overrides.contains_key("COMPOSE_FILE") {
+        vec![overrides["COMPOSE_FILE"].clone()]
+    } else {
+        combinations(&recipe, &recipe.app_env(&settings))
+    };
+    let mut resolved_findings: Vec<LintFinding> = Vec::new();
+    for combo in &combos {
+        settings
+            .overrides
+            .insert("COMPOSE_FILE".into(), combo.clone());
+        let mut found = Vec::new();
+        match recipe.render(&settings) {
+            Ok(app) => {
+                for f in &app.findings {
+                    // Deploy-time errors (undefined references, missing versions) are R001.
+                    let rule = if f.severity == Error { "R001" } else { "R009" };
+                    found.push(finding(
+                        rule,
+                        f.severity,
+                        f.message.clone(),
+                        f.at.clone(),
+                        &f.hint,
+                    ));
+                }
+                check_compose(&app.compose, &stack, &recipe, &mut found);
             }
-            None
-        }
-        Err(e) => {
-            out.push(finding(
+            Err(RecipeError::Invalid { findings, path }) => {
+                for f in findings {
+                    found.push(finding(
+                        "R001",
+                        Error,
+                        f.message,
+                        format!("{}: {}", path.display(), f.at),
+                        &f.hint,
+                    ));
+                }
+            }
+            Err(e) => found.push(finding(
                 "R001",
                 Error,
                 e.to_string(),
                 recipe.dir.display().to_string(),
                 "fix the compose files or the sample env so the recipe resolves",
-            ));
-            None
+            )),
         }
-    };
-    if let Some(resolved) = &resolved {
-        for f in &resolved.findings {
-            out.push(finding(
-                "R009",
-                f.severity,
-                f.message.clone(),
-                f.at.clone(),
-                &f.hint,
-            ));
+        for mut f in found {
+            match resolved_findings
+                .iter_mut()
+                .find(|g| g.rule == f.rule && g.what == f.what && g.at == f.at)
+            {
+                Some(g) => g.combinations.push(combo.clone()),
+                None => {
+                    f.combinations.push(combo.clone());
+                    resolved_findings.push(f);
+                }
+            }
         }
-        check_compose(&resolved.compose, &stack, &recipe, &mut out);
     }
+    out.extend(resolved_findings);
 
     // R006: versions.
     // Only a recipe at the top of its repository owns the tags.
@@ -261,30 +369,52 @@ fn check_compose(c: &ComposeFile, stack: &str, recipe: &Recipe, out: &mut Vec<Li
         }
     }
     // R008: traefik names must derive from the stack, or two apps of the recipe collide.
+    // One finding per router/service/middleware, not per label. The proxy's own objects
+    // (a service running traefik, or a router to traefik's internal api@internal) are exempt.
     for (name, svc) in &c.services {
         let Some(deploy) = &svc.deploy else { continue };
+        let runs_traefik = svc.image.as_deref().is_some_and(|image| {
+            let repo = image.split(['@', ':']).next().unwrap_or(image);
+            repo.rsplit('/').next() == Some("traefik")
+        });
+        if runs_traefik {
+            continue;
+        }
+        let mut seen: Vec<(String, String)> = Vec::new();
         for key in deploy.labels.keys() {
             let parts: Vec<&str> = key.split('.').collect();
-            if let [
+            let [
                 "traefik",
-                "http" | "tcp" | "udp",
+                proto @ ("http" | "tcp" | "udp"),
                 kind @ ("routers" | "services" | "middlewares"),
                 object,
                 ..,
             ] = parts.as_slice()
-                && !object.contains(stack)
-            {
-                out.push(finding(
-                    "R008",
-                    Error,
-                    format!(
-                        "service `{name}` names a traefik {} `{object}` that does not contain the stack name",
-                        kind.trim_end_matches('s')
-                    ),
-                    format!("services.{name}.deploy.labels.{key}"),
-                    "name it ${STACK_NAME} (or ${STACK_NAME}-something) so apps of this recipe do not collide",
-                ));
+            else {
+                continue;
+            };
+            if object.contains(stack) || seen.iter().any(|(k, o)| k == kind && o == object) {
+                continue;
             }
+            seen.push(((*kind).to_owned(), (*object).to_owned()));
+            let internal = *kind == "routers"
+                && deploy
+                    .labels
+                    .get(&format!("traefik.{proto}.routers.{object}.service"))
+                    .is_some_and(|s| s.ends_with("@internal"));
+            if internal {
+                continue;
+            }
+            out.push(finding(
+                "R008",
+                Error,
+                format!(
+                    "service `{name}` names a traefik {} `{object}` that does not contain the stack name",
+                    kind.trim_end_matches('s')
+                ),
+                format!("services.{name}.deploy.labels.traefik.{proto}.{kind}.{object}"),
+                "name it ${STACK_NAME} (or ${STACK_NAME}-something) so apps of this recipe do not collide",
+            ));
         }
     }
 }

@@ -83,7 +83,8 @@ pub fn load_compose(path: &Path) -> Result<LoadedCompose, RecipeError> {
         source,
     })?;
     let value = parse_yaml(&text, &file)?;
-    let (compose, mut findings) = compose_from_value(value, &file)?;
+    let (compose, mut findings) =
+        compose_from_value(value, &file).map_err(|e| with_line(e, &text))?;
     findings.extend(crate::validate::validate(&compose));
     refuse_errors(&file, &findings)?;
     Ok(LoadedCompose {
@@ -91,6 +92,24 @@ pub fn load_compose(path: &Path) -> Result<LoadedCompose, RecipeError> {
         compose,
         findings,
     })
+}
+
+/// Fills in the line of a schema error from the text of the file it is about.
+pub(crate) fn with_line(e: RecipeError, text: &str) -> RecipeError {
+    match e {
+        RecipeError::Schema {
+            path,
+            at,
+            message,
+            line: None,
+        } => RecipeError::Schema {
+            line: crate::locate::line_of(text, &at),
+            path,
+            at,
+            message,
+        },
+        other => other,
+    }
 }
 
 /// Fails with [`RecipeError::Invalid`] listing the error-severity findings, if there are any.
@@ -204,6 +223,7 @@ pub fn compose_from_value(
             path: path.to_owned(),
             at: e.path().to_string(),
             message: e.into_inner().to_string(),
+            line: None,
         })?;
     compose.extensions = top_extensions;
     for (name, ext, host) in service_extensions {

@@ -1,9 +1,12 @@
-//! Merging compose files (`COMPOSE_FILE=a.yml:b.yml`) with the compose spec's override rules:
-//! mappings merge recursively and later scalars win; `command`, `entrypoint` and
+//! Merging compose files (`COMPOSE_FILE=a.yml:b.yml`) with the rules of Docker's stack loader
+//! (docker/cli `compose/loader/merge.go`), which is what `docker stack deploy` and abra use:
+//! service mappings merge recursively and later scalars win; `command`, `entrypoint` and
 //! `healthcheck.test` are replaced; `environment`, `labels`, `deploy.labels`, `sysctls` and
-//! service `networks` merge as maps whatever syntax each file uses; `ports` merge without
-//! duplicates; `volumes`, `secrets` and `configs` of a service merge by target; other sequences
-//! are appended without duplicates.
+//! service `networks` merge as maps whatever syntax each file uses; `ports` merge by published
+//! port (short and long syntax alike), `volumes` by target, `secrets` and `configs` by source,
+//! each then sorted by that key as Docker sorts them; other sequences are appended without
+//! duplicates. A top-level network, volume, secret or config an overlay defines replaces the
+//! base's definition whole.
 
 use serde_json::{Map, Value};
 
@@ -23,8 +26,7 @@ fn merge_at(base: &mut Value, overlay: Value, path: &[&str]) {
             *base = overlay;
             return;
         }
-        Some(["environment" | "labels" | "sysctls" | "networks" | "extra_hosts"])
-        | Some(["deploy", "labels"]) => {
+        Some(["environment" | "labels" | "sysctls" | "networks"]) | Some(["deploy", "labels"]) => {
             let mut b = as_map(std::mem::take(base));
             let o = as_map(overlay);
             for (k, v) in o {
@@ -33,9 +35,19 @@ fn merge_at(base: &mut Value, overlay: Value, path: &[&str]) {
             *base = Value::Object(b);
             return;
         }
+        Some(["ports"]) => {
+            let (b, o) = (long_ports(std::mem::take(base)), long_ports(overlay));
+            *base = b;
+            return merge_keyed(base, o, port_published);
+        }
         Some(["volumes"]) => return merge_keyed(base, overlay, volume_target),
-        Some(["secrets" | "configs"]) => return merge_keyed(base, overlay, file_ref_target),
+        Some(["secrets" | "configs"]) => return merge_keyed(base, overlay, file_ref_source),
         _ => {}
+    }
+    // Top-level resources: an overlay's definition replaces the base's.
+    if let ["volumes" | "networks" | "secrets" | "configs", _] = path {
+        *base = overlay;
+        return;
     }
     match (base, overlay) {
         (Value::Object(b), Value::Object(o)) => {
@@ -82,8 +94,10 @@ fn as_map(v: Value) -> Map<String, Value> {
     }
 }
 
-/// Appends overlay items, replacing base items with the same key.
-fn merge_keyed(base: &mut Value, overlay: Value, key: fn(&Value) -> Option<String>) {
+/// Appends overlay items, replacing base items with the same key, then sorts by the key as
+/// Docker does (items without a key first, in their order). Items without a key are never
+/// merged into each other, only exact duplicates are dropped.
+fn merge_keyed<K: Ord>(base: &mut Value, overlay: Value, key: fn(&Value) -> Option<K>) {
     let Value::Array(o) = overlay else {
         *base = overlay;
         return;
@@ -95,13 +109,61 @@ fn merge_keyed(base: &mut Value, overlay: Value, key: fn(&Value) -> Option<Strin
     for item in o {
         let k = key(&item);
         match b
-            .iter_mut()
-            .find(|existing| k.is_some() && key(existing) == k)
+            .iter()
+            .position(|existing| k.is_some() && key(existing) == k)
         {
-            Some(existing) => *existing = item,
+            Some(i) => b[i] = item,
+            None if k.is_none() && b.contains(&item) => {}
             None => b.push(item),
         }
     }
+    b.sort_by_key(key);
+}
+
+/// Short-syntax ports (`"8080:80/udp"`, ranges) rewritten in the long syntax, one item per port,
+/// so that the same published port written both ways is recognised. Unreadable items stay as
+/// written (reading the merged file reports them).
+fn long_ports(v: Value) -> Value {
+    let Value::Array(items) = v else { return v };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let short = match &item {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        match short.map(|s| crate::de::short_ports(&s)) {
+            Some(Ok(ports)) => out.extend(ports.into_iter().map(|p| {
+                let mut m = Map::new();
+                m.insert("target".into(), p.target.into());
+                if let Some(published) = p.published {
+                    m.insert("published".into(), published.into());
+                }
+                m.insert(
+                    "protocol".into(),
+                    serde_json::to_value(p.protocol).unwrap_or_default(),
+                );
+                m.insert(
+                    "mode".into(),
+                    serde_json::to_value(p.mode).unwrap_or_default(),
+                );
+                if let Some(ip) = p.host_ip {
+                    m.insert("host_ip".into(), ip.into());
+                }
+                Value::Object(m)
+            })),
+            _ => out.push(item),
+        }
+    }
+    Value::Array(out)
+}
+
+/// The published port of a long-syntax port (`None` when unpublished or unreadable).
+fn port_published(v: &Value) -> Option<u64> {
+    let published = v.as_object()?.get("published")?;
+    published
+        .as_u64()
+        .or_else(|| published.as_str()?.trim().parse().ok())
 }
 
 /// The container path of a service volume, in short (`src:/target:ro`) or long syntax.
@@ -120,15 +182,11 @@ fn volume_target(v: &Value) -> Option<String> {
     }
 }
 
-/// The target (or, failing that, the source) of a secret/config reference.
-fn file_ref_target(v: &Value) -> Option<String> {
+/// The source of a secret/config reference: Docker keeps one reference per source.
+fn file_ref_source(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Object(m) => m
-            .get("target")
-            .or_else(|| m.get("source"))?
-            .as_str()
-            .map(str::to_owned),
+        Value::Object(m) => m.get("source")?.as_str().map(str::to_owned),
         _ => None,
     }
 }
@@ -186,7 +244,10 @@ mod tests {
         assert_eq!(app["labels"], json!({"x": "1", "y": "2"}));
         assert_eq!(
             app["ports"],
-            json!(["80:80", "443:443"]),
+            json!([
+                {"target": 80, "published": 80, "protocol": "tcp", "mode": "ingress"},
+                {"target": 443, "published": 443, "protocol": "tcp", "mode": "ingress"}
+            ]),
             "no duplicate ports"
         );
         assert_eq!(
@@ -209,5 +270,39 @@ mod tests {
         );
         assert_eq!(base["services"]["db"]["image"], "postgres:16");
         assert_eq!(base["volumes"], json!({"data": null, "logs": null}));
+    }
+
+    #[test]
+    fn a_published_port_in_short_and_long_syntax_is_one_port() {
+        let mut base = json!({"services": {"web": {"ports": ["8080:80", "9000"]}}});
+        let overlay = json!({"services": {"web": {"ports": [
+            {"target": 80, "published": "8080", "mode": "host"}
+        ]}}});
+        merge(&mut base, overlay);
+        assert_eq!(
+            base["services"]["web"]["ports"],
+            json!([
+                {"target": 9000, "protocol": "tcp", "mode": "ingress"},
+                {"target": 80, "published": "8080", "mode": "host"}
+            ])
+        );
+    }
+
+    #[test]
+    fn references_merge_by_source_and_resources_are_replaced() {
+        let mut base = json!({
+            "services": {"web": {"secrets": ["b", "a"]}},
+            "volumes": {"data": {"driver": "local", "labels": {"a": "b"}}}
+        });
+        let overlay = json!({
+            "services": {"web": {"secrets": [{"source": "b", "target": "/run/b"}]}},
+            "volumes": {"data": {"labels": {"c": "d"}}}
+        });
+        merge(&mut base, overlay);
+        assert_eq!(
+            base["services"]["web"]["secrets"],
+            json!(["a", {"source": "b", "target": "/run/b"}])
+        );
+        assert_eq!(base["volumes"]["data"], json!({"labels": {"c": "d"}}));
     }
 }

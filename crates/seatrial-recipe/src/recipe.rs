@@ -118,14 +118,25 @@ impl Recipe {
             Some(path) => {
                 let text = read_small(&canonical, path)?;
                 let parsed = env::parse(&text);
+                let label = file_label(&canonical, path);
                 for (line, problem) in &parsed.problems {
                     findings.push(Finding {
                         severity: Severity::Warning,
-                        at: format!("{}:{line}", file_label(&canonical, path)),
+                        at: format!("{label}:{line}"),
                         message: problem.clone(),
                         hint: "fix the line (KEY=value)".into(),
                     });
                 }
+                for (line, problem) in &parsed.errors {
+                    findings.push(Finding {
+                        severity: Severity::Error,
+                        at: format!("{label}:{line}"),
+                        message: problem.clone(),
+                        hint: "close the quote; a value spanning lines needs its closing quote"
+                            .into(),
+                    });
+                }
+                findings.extend(secret_hint_findings(&parsed, &label));
                 parsed
             }
             None => EnvFile::default(),
@@ -213,16 +224,61 @@ impl Recipe {
     }
 
     /// Resolves the recipe for an app: env, compose files, interpolation, merge, validation.
+    /// Refuses (with [`RecipeError::Invalid`]) anything a deploy would fail on.
     pub fn resolve(&self, settings: &AppSettings) -> Result<ResolvedApp, RecipeError> {
+        let app = self.render(settings)?;
+        let first = app.files.first().cloned().unwrap_or_default();
+        load::refuse_errors(&first, &app.findings)?;
+        Ok(app)
+    }
+
+    /// Resolves the recipe as Docker's loader reads it: refuses only what the loader refuses
+    /// (unreadable files, bad interpolation, bad syntax); what a deploy would reject (an
+    /// undefined secret, a missing version variable) stays in `findings` as errors.
+    pub fn render(&self, settings: &AppSettings) -> Result<ResolvedApp, RecipeError> {
+        let env_errors: Vec<Finding> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .cloned()
+            .collect();
+        if !env_errors.is_empty() {
+            return Err(RecipeError::Invalid {
+                path: self.dir.clone(),
+                findings: env_errors,
+            });
+        }
         let env = self.app_env(settings);
         let files = self.compose_files(&env)?;
         let mut findings = self.findings.clone();
         let mut merged: Option<Value> = None;
+        // `secrets.<key>.name` as written, before interpolation: the version variable it uses
+        // says which secret value to generate (an overlay's definition replaces the base's).
+        let mut secret_templates: IndexMap<String, String> = IndexMap::new();
         for file in &files {
             let text = read_small(&self.dir, file)?;
             let mut value = load::parse_yaml(&text, file)?;
             let label = file_label(&self.dir, file);
-            interpolate_value(&mut value, &env, &label, &mut String::new(), &mut findings)?;
+            if let Some(secrets) = value.get("secrets").and_then(Value::as_object) {
+                for (key, def) in secrets {
+                    let name = def
+                        .get("name")
+                        .or_else(|| def.get("external").and_then(|e| e.get("name")))
+                        .and_then(Value::as_str);
+                    match name {
+                        Some(n) => secret_templates.insert(key.clone(), n.to_owned()),
+                        None => secret_templates.shift_remove(key),
+                    };
+                }
+            }
+            let source = Source {
+                label: &label,
+                text: &text,
+            };
+            interpolate_value(&mut value, &env, &source, &mut String::new(), &mut findings)?;
+            // Like Docker's loader, each file must read as compose on its own before merging,
+            // so an error names the file (an overlay's own name) and its line.
+            load::compose_from_value(value.clone(), file).map_err(|e| load::with_line(e, &text))?;
             match &mut merged {
                 None => merged = Some(value),
                 Some(base) => merge::merge(base, value),
@@ -233,8 +289,9 @@ impl Recipe {
         let (compose, unknown) = load::compose_from_value(merged, &first)?;
         findings.extend(unknown);
         findings.extend(crate::validate::validate(&compose));
-        load::refuse_errors(&first, &findings)?;
-        let secrets = secret_slots(&self.sample_env, &env, &settings.stack);
+        let (secrets, secret_findings) =
+            secret_slots(&compose, &secret_templates, &self.sample_env, &env);
+        findings.extend(secret_findings);
         Ok(ResolvedApp {
             compose,
             env,
@@ -245,35 +302,143 @@ impl Recipe {
     }
 }
 
-/// The secrets an app env asks for: every `SECRET_<NAME>_VERSION`.
+/// The secrets an app needs generated: every external secret a service uses whose name the
+/// compose builds from a `*_VERSION` variable (`${STACK_NAME}_db_${SECRET_DB_VERSION}`), with
+/// the version and engine name that interpolation gives it. A name whose version variable is
+/// not set is an error finding (its name would end in `_`).
 pub fn secret_slots(
+    compose: &ComposeFile,
+    templates: &IndexMap<String, String>,
     sample: &EnvFile,
     env: &IndexMap<String, String>,
-    stack: &str,
-) -> Vec<SecretSlot> {
-    env.iter()
-        .filter_map(|(key, version)| {
-            let name = key.strip_prefix("SECRET_")?.strip_suffix("_VERSION")?;
-            if name.is_empty() || version.is_empty() {
-                return None;
+) -> (Vec<SecretSlot>, Vec<Finding>) {
+    let mut slots: Vec<SecretSlot> = Vec::new();
+    let mut findings = Vec::new();
+    for (key, secret) in &compose.secrets {
+        let used = compose
+            .services
+            .values()
+            .any(|svc| svc.secrets.iter().any(|r| r.source == *key));
+        if !secret.external.external || !used {
+            continue;
+        }
+        let Some(template) = templates.get(key) else {
+            continue;
+        };
+        let Some(var) = variables(template)
+            .into_iter()
+            .find(|v| v.ends_with("_VERSION"))
+        else {
+            continue; // a fixed name: the secret must exist already
+        };
+        let Some(version) = env.get(var).filter(|v| !v.is_empty()) else {
+            findings.push(Finding {
+                severity: Severity::Error,
+                at: format!("secrets.{key}.name"),
+                message: format!(
+                    "secret `{key}` is named `{template}`, but `{var}` is not set in the app env"
+                ),
+                hint: format!(
+                    "add `{var}=v1` to .env.sample (with `# length=N` to size the generated value)"
+                ),
+            });
+            continue;
+        };
+        let engine_name = secret
+            .name
+            .clone()
+            .or_else(|| secret.external.name.clone())
+            .unwrap_or_else(|| key.clone());
+        if slots.iter().any(|s| s.engine_name == engine_name) {
+            continue;
+        }
+        let name = var
+            .strip_prefix("SECRET_")
+            .and_then(|v| v.strip_suffix("_VERSION"))
+            .filter(|n| !n.is_empty())
+            .map_or_else(|| key.clone(), str::to_ascii_lowercase);
+        let length = sample
+            .entries
+            .get(var)
+            .and_then(|e| e.hint("length"))
+            .and_then(|l| l.parse().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(DEFAULT_SECRET_LENGTH);
+        slots.push(SecretSlot {
+            env_key: var.to_owned(),
+            name,
+            version: version.clone(),
+            length,
+            engine_name,
+        });
+    }
+    (slots, findings)
+}
+
+/// The variable names a template uses (`$A`, `${B:-x}`), in order.
+fn variables(template: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('$') {
+            rest = r;
+            continue;
+        }
+        let r = rest.strip_prefix('{').unwrap_or(rest);
+        let end = r
+            .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+            .unwrap_or(r.len());
+        if end > 0 {
+            out.push(&r[..end]);
+        }
+        rest = &r[end..];
+    }
+    out
+}
+
+/// Hints abra reads from a `SECRET_*_VERSION` line's comment.
+const SECRET_HINTS: [&str; 3] = ["length", "generate", "charset"];
+
+/// Warnings for `SECRET_*_VERSION` comments seatrial would not understand (`# lenght=64`).
+fn secret_hint_findings(env: &EnvFile, label: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (key, entry) in &env.entries {
+        if !(key.starts_with("SECRET_") && key.ends_with("_VERSION")) {
+            continue;
+        }
+        let Some(comment) = &entry.comment else {
+            continue;
+        };
+        for part in comment.split_whitespace() {
+            let Some((hint, value)) = part.split_once('=') else {
+                continue;
+            };
+            let problem = if !SECRET_HINTS.contains(&hint) {
+                Some(format!(
+                    "unknown secret hint `{part}` for `{key}`; it is ignored"
+                ))
+            } else if hint == "length" && value.parse::<usize>().map_or(true, |l| l == 0) {
+                Some(format!(
+                    "secret hint `{part}` for `{key}` is not a length; {DEFAULT_SECRET_LENGTH} characters are generated"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                out.push(Finding {
+                    severity: Severity::Warning,
+                    at: format!("{label}:{}", entry.line),
+                    message,
+                    hint: format!(
+                        "known hints: {}, e.g. `# length=64`",
+                        SECRET_HINTS.join(", ")
+                    ),
+                });
             }
-            let name = name.to_ascii_lowercase();
-            let length = sample
-                .entries
-                .get(key)
-                .and_then(|e| e.hint("length"))
-                .and_then(|l| l.parse().ok())
-                .filter(|l| *l > 0)
-                .unwrap_or(DEFAULT_SECRET_LENGTH);
-            Some(SecretSlot {
-                env_key: key.clone(),
-                engine_name: format!("{stack}_{name}_{version}"),
-                name,
-                version: version.clone(),
-                length,
-            })
-        })
-        .collect()
+        }
+    }
+    out
 }
 
 /// A path relative to the recipe, shown in messages.
@@ -325,25 +490,36 @@ fn read_small(dir: &Path, path: &Path) -> Result<String, RecipeError> {
     fs::read_to_string(path).map_err(io)
 }
 
-/// Interpolates every string value (keys are left as written), reporting where a problem is.
+/// A compose file being interpolated: its name in messages and its text (to find lines).
+struct Source<'a> {
+    label: &'a str,
+    text: &'a str,
+}
+
+/// Interpolates every string value (keys are left as written) as Docker's stack loader does,
+/// reporting where a problem is.
 fn interpolate_value(
     value: &mut Value,
     env: &IndexMap<String, String>,
-    file: &str,
+    source: &Source<'_>,
     at: &mut String,
     findings: &mut Vec<Finding>,
 ) -> Result<(), RecipeError> {
+    let file = source.label;
     match value {
         Value::String(s) if s.contains('$') => {
-            let out = interpolate::interpolate(s, &|k| env.get(k).cloned()).map_err(|e| {
+            let out = interpolate::interpolate_docker(s, &|k| env.get(k).cloned()).map_err(|e| {
                 let message = match &e {
                     InterpolationError::Required { .. } => e.to_string(),
-                    InterpolationError::Syntax { .. } => format!("bad interpolation in {s:?}: {e}"),
+                    InterpolationError::Syntax { .. } => format!(
+                        "invalid interpolation format in {s:?} (Docker refuses it too): write `$$` for a literal `$`, and only ${{VAR}}, ${{VAR:-default}}, ${{VAR-default}}, ${{VAR:?message}} or ${{VAR?message}}"
+                    ),
                 };
                 RecipeError::Interpolation {
                     file: file.to_owned(),
                     at: at.clone(),
                     message,
+                    line: crate::locate::line_of(source.text, at),
                 }
             })?;
             for var in out.unset {
@@ -362,7 +538,7 @@ fn interpolate_value(
             for (i, item) in items.iter_mut().enumerate() {
                 let len = at.len();
                 at.push_str(&format!("[{i}]"));
-                interpolate_value(item, env, file, at, findings)?;
+                interpolate_value(item, env, source, at, findings)?;
                 at.truncate(len);
             }
         }
@@ -373,7 +549,7 @@ fn interpolate_value(
                     at.push('.');
                 }
                 at.push_str(k);
-                interpolate_value(v, env, file, at, findings)?;
+                interpolate_value(v, env, source, at, findings)?;
                 at.truncate(len);
             }
         }

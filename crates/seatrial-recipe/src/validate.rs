@@ -166,11 +166,12 @@ pub fn validate(compose: &ComposeFile) -> Vec<Finding> {
         }
         for dep in &svc.depends_on {
             if !compose.services.contains_key(dep) {
+                // Swarm ignores `depends_on` (and Docker's loader accepts the name): a warning.
                 out.push(finding(
-                    Error,
+                    Warning,
                     at("depends_on"),
                     format!(
-                        "service `{name}` depends on `{dep}`, which is not a service of this file"
+                        "service `{name}` depends on `{dep}`, which is not a service of this file; Swarm ignores depends_on"
                     ),
                     "fix the name or remove the dependency",
                 ));

@@ -257,8 +257,27 @@ fn references_to_undefined_things_are_errors() {
     );
     assert!(msgs.iter().any(|m| m.contains("secret `s`")), "{msgs:?}");
     assert!(
-        msgs.iter().any(|m| m.contains("depends on `db`")),
-        "{msgs:?}"
+        !msgs.iter().any(|m| m.contains("depends on `db`")),
+        "Swarm ignores depends_on: not an error: {msgs:?}"
+    );
+}
+
+#[test]
+fn depends_on_an_unknown_service_is_a_warning() {
+    let loaded = load_text(
+        "services:
+  web:
+    image: a:1
+    depends_on: [db]
+",
+    )
+    .expect("Swarm ignores depends_on, so does the loader");
+    assert!(
+        loaded
+            .warnings()
+            .any(|f| f.message.contains("depends on `db`") && f.at == "services.web.depends_on"),
+        "{:?}",
+        loaded.findings
     );
 }
 

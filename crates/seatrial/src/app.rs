@@ -21,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::App(AppCommand::Undeploy(args)) => undeploy(args).await,
         Command::App(AppCommand::Ps(args)) => ps(args).await,
         Command::Lint(args) => crate::lint::run(&args),
+        Command::Render(args) => crate::render::run(&args),
         Command::Test(args) => crate::trial::run(args).await,
         Command::Janitor(args) => crate::trial::janitor(args).await,
         Command::Serve(args) => {
@@ -80,8 +81,11 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         })
     })?;
     let supplied: HashMap<String, SecretValue> = args.secrets.iter().cloned().collect();
-    plan.secret_values = SecretStore::for_app(stack).values(&resolved.secrets, &supplied)?;
     let engine = SwarmEngine::connect().await?;
+    // Secret values generated for an app that never came to exist go with it.
+    let app_dir = crate::secrets::app_dir(stack);
+    let first_deploy = !app_dir.exists();
+    plan.secret_values = SecretStore::for_app(stack).values(&resolved.secrets, &supplied)?;
     let recipe_name = recipe.name.clone();
     let options = DeployOptions {
         mode: if args.update {
@@ -101,7 +105,22 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         _ => String::new(),
     };
     eprintln!("deploying {recipe_name}{revision} as stack `{stack}`");
-    let outcome = engine.deploy(&plan, &options).await?;
+    let outcome = match engine.deploy(&plan, &options).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let nothing_deployed = engine.ps(stack).await.is_ok_and(|s| s.is_empty());
+            if first_deploy
+                && nothing_deployed
+                && let Err(rm) = std::fs::remove_dir_all(&app_dir)
+            {
+                eprintln!(
+                    "warning: cannot remove the generated secrets in {}: {rm}",
+                    app_dir.display()
+                );
+            }
+            return Err(e.into());
+        }
+    };
     let verb = if outcome.updated_services.is_empty() {
         "created"
     } else {

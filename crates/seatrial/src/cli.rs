@@ -31,6 +31,9 @@ pub enum Command {
     App(AppCommand),
     /// Check a recipe for problems that would break or weaken a deploy (exit 1 on errors).
     Lint(LintArgs),
+    /// Print what would be deployed: the merged, interpolated compose, as `docker stack config`
+    /// prints it, without touching the engine.
+    Render(RenderArgs),
     /// Run a cold trial: install the previous release, serve, upgrade to the change, run the
     /// recipe's tests, tear everything down.
     Test(TestArgs),
@@ -208,6 +211,33 @@ pub struct LintArgs {
     /// Print findings as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Set a variable of the app env (repeatable), as for deploy.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Recipe: a directory, or a git repository (path or URL) with --ref.
+    pub recipe: String,
+    /// Render the recipe at this git ref (branch, tag or commit), from an isolated checkout.
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Set a variable of the app env (repeatable), as for deploy.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Stack name (STACK_NAME in the app env).
+    #[arg(long, default_value = "app")]
+    pub name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RenderFormat::Yaml)]
+    pub format: RenderFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RenderFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

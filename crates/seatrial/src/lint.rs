@@ -7,7 +7,8 @@ use crate::cli::LintArgs;
 use crate::exit::{self, Failure};
 
 pub fn run(args: &LintArgs) -> Result<(), Failure> {
-    let findings = lint::lint(&args.recipe)?;
+    let overrides = args.env.iter().cloned().collect();
+    let findings = lint::lint_with(&args.recipe, &overrides)?;
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -56,7 +57,10 @@ fn print_table(findings: &[LintFinding]) {
                     Severity::Warning => "warning".to_owned(),
                 },
                 f.what.clone(),
-                f.at.clone(),
+                match f.combinations.as_slice() {
+                    [] => f.at.clone(),
+                    combos => format!("{} (COMPOSE_FILE={})", f.at, combos.join(" | ")),
+                },
                 f.fix.clone(),
             ]
         })

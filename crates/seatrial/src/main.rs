@@ -5,6 +5,7 @@ mod cli;
 mod exit;
 mod lint;
 mod progress;
+mod render;
 mod runs;
 mod secrets;
 mod serve;

@@ -266,3 +266,43 @@ fn lint_exit_codes_and_json() {
     let o = seatrial(&data, &["lint", "/nonexistent/recipe"]);
     assert_eq!(o.status.code(), Some(2), "{}", out(&o));
 }
+
+#[test]
+fn a_deploy_refused_before_creating_anything_keeps_no_generated_secret() {
+    let data = scratch("refused-data");
+    let recipe = scratch("refused-recipe");
+    std::fs::create_dir_all(&recipe).expect("mkdir");
+    std::fs::write(
+        recipe.join(".env.sample"),
+        "TYPE=refused\nDOMAIN=x.example.org\nSECRET_TOKEN_VERSION=v1\n",
+    )
+    .expect("write");
+    std::fs::write(
+        recipe.join("compose.yml"),
+        "version: \"3.8\"\nservices:\n  app:\n    image: seatrial-fixture/never-built:0\n    secrets: [token]\nsecrets:\n  token:\n    external: true\n    name: ${STACK_NAME}_token_${SECRET_TOKEN_VERSION}\n",
+    )
+    .expect("write");
+    let stack = format!("rc{}-refused", std::process::id() % 100_000);
+    let o = seatrial(
+        &data,
+        &[
+            "app",
+            "deploy",
+            recipe.to_str().expect("utf8"),
+            "--name",
+            &stack,
+            "--pull",
+            "never",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a missing image is bad input: {}",
+        out(&o)
+    );
+    assert!(
+        !data.join("apps").join(&stack).exists(),
+        "the generated secret of an app that never existed stays behind"
+    );
+}
