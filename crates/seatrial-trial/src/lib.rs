@@ -600,7 +600,18 @@ fn prepare(
         .apply(&from_recipe)
         .apply(&ctx.config.overrides);
     s.check().map_err(bad)?;
-    let findings = lint::lint(&change.dir).map_err(|e| bad(e.to_string()))?;
+    // Lint what this trial deploys: the app env's own COMPOSE_FILE combination, not every
+    // overlay the recipe offers (`seatrial lint` checks those).
+    let recipe = Recipe::open(&change.dir).map_err(|e| bad(e.to_string()))?;
+    let mut env: indexmap::IndexMap<String, String> = s.env.iter().cloned().collect();
+    if let Some(files) = recipe
+        .app_env(&app_settings(ctx, &s, change.version.clone()))
+        .get("COMPOSE_FILE")
+        .filter(|f| !f.trim().is_empty())
+    {
+        env.insert("COMPOSE_FILE".to_owned(), files.clone());
+    }
+    let findings = lint::lint_with(&change.dir, &env).map_err(|e| bad(e.to_string()))?;
     let errors: Vec<String> = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
