@@ -434,3 +434,53 @@ fn lint_flags_lightweight_version_tags() {
         "{findings:#?}"
     );
 }
+
+#[test]
+fn r008_reports_one_finding_per_router_and_spares_the_proxys_own() {
+    let dir = std::env::temp_dir().join(format!("seatrial-r008-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("compose.yml"),
+        r#"services:
+  app:
+    image: seatrial-fixture/web:2
+    deploy:
+      labels:
+        - "traefik.enable=true"
+        - "traefik.http.routers.myapp.rule=Host(`x.example.org`)"
+        - "traefik.http.routers.myapp.entrypoints=web-secure"
+        - "traefik.http.routers.myapp.tls=true"
+        - "traefik.http.services.${STACK_NAME}.loadbalancer.server.port=80"
+  proxy:
+    image: traefik:v3.1
+    deploy:
+      labels:
+        - "traefik.http.routers.dashboard.rule=Host(`traefik.example.org`)"
+        - "traefik.http.routers.dashboard.service=api@internal"
+  other:
+    image: seatrial-fixture/web:2
+    deploy:
+      labels:
+        - "traefik.http.routers.api.rule=PathPrefix(`/api`)"
+        - "traefik.http.routers.api.service=api@internal"
+"#,
+    )
+    .expect("write");
+    let findings = lint::lint(&dir).expect("lints");
+    let r008: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.rule == "R008")
+        .map(|f| f.what.as_str())
+        .collect();
+    assert_eq!(
+        r008.len(),
+        1,
+        "one finding for the router `myapp` (three labels), none for traefik's own dashboard or a router to api@internal: {r008:#?}"
+    );
+    assert!(
+        r008[0].contains("`myapp`") && r008[0].contains("router"),
+        "{r008:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
