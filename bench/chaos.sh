@@ -12,6 +12,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rounds=${ROUNDS:-50}
 scripts/setup.sh >/dev/null
 started=$(date +%s)
-SEATRIAL_CHAOS_ROUNDS=$rounds cargo test --locked -q -p seatrial --test chaos -- --test-threads 1 --nocapture 2>&1 \
+SEATRIAL_CHAOS_ROUNDS=$rounds cargo test --locked -p seatrial --test chaos -- --test-threads 1 --nocapture 2>&1 \
   | grep -E '^(chaos seed|test |test result|thread|  left|leaks)' || true
 echo "rounds per kind: $rounds; took $(( $(date +%s) - started )) s"

@@ -13,7 +13,7 @@ rounds=${ROUNDS:-5}
 recipe=examples/hello
 scripts/setup.sh >/dev/null 2>&1 || scripts/setup.sh
 cargo build --release --locked --quiet -p seatrial
-bin=target/release/seatrial
+bin=${CARGO_TARGET_DIR:-target}/release/seatrial
 
 now_ms() { date +%s%3N; }
 gone() { # <stack>: nothing of it left (untimed cleanup between rounds, so rounds start equal)

@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 rate=${RATE:-200}
 secs=${SECONDS_EACH:-20}
 cargo build --release --locked --quiet -p seatrial
-bin=$PWD/target/release/seatrial
+bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/seatrial
 data=$(mktemp -d)
 port=18686
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$data"; }

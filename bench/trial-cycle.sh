@@ -14,7 +14,7 @@ rounds=${ROUNDS:-5}
 recipe=examples/hello
 scripts/setup.sh >/dev/null 2>&1 || scripts/setup.sh
 cargo build --release --locked --quiet -p seatrial
-bin=target/release/seatrial
+bin=${CARGO_TARGET_DIR:-target}/release/seatrial
 export SEATRIAL_DATA_DIR=$(mktemp -d)
 trap 'rm -rf "$SEATRIAL_DATA_DIR"' EXIT
 

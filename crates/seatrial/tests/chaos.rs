@@ -8,14 +8,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{leftovers, repo_root, scratch};
+use common::{leftovers, processes_mentioning, repo_root, scratch, silent_server};
 
 /// Rounds per chaos test: a handful in CI, more from the benchmark script.
 fn rounds() -> usize {
@@ -251,15 +250,7 @@ fn sigkill_at_random_moments_then_janitor_leaves_nothing() {
 
 #[test]
 fn a_clone_that_never_answers_is_stopped_by_an_interrupt() {
-    // A "git server" that accepts connections and never says anything.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in listener.incoming().map_while(Result::ok) {
-            held.push(c);
-        }
-    });
+    let port = silent_server();
     let data = scratch("chaos-hung-git");
     std::fs::create_dir_all(&data).expect("data");
     let url = format!("http://127.0.0.1:{port}/recipe.git");
@@ -290,14 +281,8 @@ fn a_clone_that_never_answers_is_stopped_by_an_interrupt() {
         took < Duration::from_secs(10),
         "stopped {took:?} after the interrupt: {said:#?}"
     );
-    let git_left = Command::new("pgrep")
-        .args(["-f", &format!("127.0.0.1:{port}")])
-        .output()
-        .expect("pgrep");
-    assert!(
-        String::from_utf8_lossy(&git_left.stdout).trim().is_empty(),
-        "git processes outlived the trial"
-    );
+    let left = processes_mentioning(&format!("127.0.0.1:{port}"));
+    assert!(left.is_empty(), "git processes outlived the trial: {left}");
 }
 
 /// SIGTERM to the process only (not its group): seatrial itself must stop the git it started.

@@ -14,23 +14,6 @@ use serde_json::{Value, json};
 const FORGE_TOKEN: &str = "gitea-token-3d9f0a";
 const HOOK_SECRET: &str = "hook-secret-77";
 
-/// The fake forge on a runtime of its own, alive for the whole test.
-fn fake_forge() -> FakeForge {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let _ = tx.send(FakeForge::start(FORGE_TOKEN).await);
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv().expect("the fake forge started")
-}
-
 fn git(dir: &Path, args: &[&str]) -> String {
     let o = Command::new("git")
         .arg("-C")
@@ -85,7 +68,7 @@ fn hook(server: &Server, secret: &str, payload: &Value) -> u16 {
 
 #[test]
 fn testme_comments_run_real_trials_and_report_back() {
-    let forge = fake_forge();
+    let forge = fake_forge(FORGE_TOKEN);
     let data = scratch("forge");
     // The recipe repository with releases, and two PR heads: a good change and a broken one.
     let repo = data.join("hello-recipe");
@@ -357,7 +340,7 @@ fn testme_comments_run_real_trials_and_report_back() {
 #[ignore = "a benchmark: bench/forge-poll.sh"]
 fn poll_cycle_benchmark() {
     let repos = 200;
-    let forge = fake_forge();
+    let forge = fake_forge(FORGE_TOKEN);
     let data = scratch("forge-bench");
     let sha = "c".repeat(40);
     let mut config = format!(
@@ -440,7 +423,7 @@ fn bot_comments(forge: &FakeForge, repo: &str, pr: i64) -> Vec<String> {
 /// settings it was queued with when a server with another config runs it.
 #[test]
 fn testme_runs_only_what_was_approved_with_the_settings_it_was_queued_with() {
-    let forge = fake_forge();
+    let forge = fake_forge(FORGE_TOKEN);
     let data = scratch("forge-approval");
     // A monorepo whose recipe lives in apps/web (no published port: runs beside other tests).
     let mono = data.join("mono");

@@ -486,15 +486,7 @@ fn run_timeout_and_cancel_stop_running_trials_with_teardown() {
 
 #[test]
 fn a_clone_that_never_answers_times_out_while_heartbeats_keep_the_lease() {
-    // A "git server" that accepts connections and never answers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in listener.incoming().map_while(Result::ok) {
-            held.push(c);
-        }
-    });
+    let port = silent_server();
     let data = scratch("hung-clone");
     // A short lease: a trial that blocked the runtime (no heartbeats) would lose it to the
     // server's own reaper and come back as a second attempt.
@@ -519,14 +511,8 @@ fn a_clone_that_never_answers_times_out_while_heartbeats_keep_the_lease() {
         "stopped {:?} after it was queued",
         started.elapsed()
     );
-    let git_left = Command::new("pgrep")
-        .args(["-f", &format!("127.0.0.1:{port}")])
-        .output()
-        .expect("pgrep");
-    assert!(
-        String::from_utf8_lossy(&git_left.stdout).trim().is_empty(),
-        "git outlived the run"
-    );
+    let left = processes_mentioning(&format!("127.0.0.1:{port}"));
+    assert!(left.is_empty(), "git outlived the run: {left}");
 }
 
 #[test]

@@ -10,28 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use seatrial_forge::fake::FakeForge;
 use serde_json::Value;
 
 const FORGE_TOKEN: &str = "gitea-token-untrusted-51c7";
 const HOOK_SECRET: &str = "hook-secret-untrusted-e2";
-
-/// The fake forge on a runtime of its own, alive for the whole test.
-fn fake_forge() -> FakeForge {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let _ = tx.send(FakeForge::start(FORGE_TOKEN).await);
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv().expect("the fake forge started")
-}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let o = Command::new("git")
@@ -70,7 +52,7 @@ fn run_of(server: &Server, repo: &str) -> Option<Value> {
 
 #[test]
 fn a_pr_mounting_the_docker_socket_or_etc_is_refused_unless_permitted() {
-    let forge = fake_forge();
+    let forge = fake_forge(FORGE_TOKEN);
     let data = scratch("untrusted");
     // main: a harmless recipe. The PR: mounts the Docker socket and /etc, and adds a test that
     // fails if any of seatrial's secrets is in its environment.

@@ -326,3 +326,42 @@ pub fn stage_names(run: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The fake forge on a runtime of its own, alive for the whole test.
+pub fn fake_forge(token: &'static str) -> seatrial_forge::fake::FakeForge {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let _ = tx.send(seatrial_forge::fake::FakeForge::start(token).await);
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("the fake forge started")
+}
+
+/// A "git server" on loopback that accepts connections and never answers; its port.
+pub fn silent_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().map_while(Result::ok) {
+            held.push(c);
+        }
+    });
+    port
+}
+
+/// Command lines of the processes that mention `needle` (say, a git clone of a URL).
+pub fn processes_mentioning(needle: &str) -> String {
+    let o = Command::new("pgrep")
+        .args(["-a", "-f", needle])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
