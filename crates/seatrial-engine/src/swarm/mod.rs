@@ -120,6 +120,11 @@ impl SwarmEngine {
         &self.docker
     }
 
+    /// The engine's address (`DOCKER_HOST`, or the local socket).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     async fn stack_services(&self, stack: &str) -> Result<Vec<bollard::models::Service>> {
         self.docker
             .list_services(Some(ListServicesOptions {

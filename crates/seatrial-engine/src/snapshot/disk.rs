@@ -1,0 +1,445 @@
+//! The on-disk side of a snapshot: one directory per snapshot (a tar file per volume plus
+//! `manifest.json`), replaced atomically, guarded by a lock file, checked before any restore.
+//!
+//! Layout next to a snapshot directory `<parent>/<name>`:
+//! - `<parent>/.<name>.lock`: held (flock) by a snapshot or restore of `<name>`;
+//! - `<parent>/.<name>.tmp-<pid>-<nanos>`: a snapshot being written (stale once the lock is free);
+//! - `<parent>/.<name>.old-<pid>-<nanos>`: the previous snapshot, only on a file system without
+//!   `RENAME_EXCHANGE` and only between two renames (put back by [`recover`] when `<name>` is missing).
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{MANIFEST_FILE, MANIFEST_FORMAT, Manifest};
+use crate::{EngineError, Result};
+
+/// Size of the reads and writes of tar files.
+pub(super) const CHUNK: usize = 1 << 20;
+
+/// The parts of a snapshot directory path: its parent and its own name.
+fn split(dest: &Path) -> Result<(PathBuf, String)> {
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.starts_with('.'))
+        .ok_or_else(|| EngineError::SnapshotIo {
+            action: "using as a snapshot directory".to_owned(),
+            path: dest.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a usable directory name"),
+            hint: "name a directory whose last component is a plain name (not `.`, `..` or hidden)"
+                .to_owned(),
+        })?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((parent, name.to_owned()))
+}
+
+pub(super) fn io_error(
+    action: impl Into<String>,
+    path: &Path,
+    hint: impl Into<String>,
+) -> impl FnOnce(io::Error) -> EngineError {
+    let (action, path, hint) = (action.into(), path.to_owned(), hint.into());
+    move |source| {
+        let hint = if is_disk_full(&source) {
+            format!(
+                "the file system holding {} is full (or over quota); {hint}",
+                path.display()
+            )
+        } else {
+            hint
+        };
+        EngineError::SnapshotIo {
+            action,
+            path,
+            source,
+            hint,
+        }
+    }
+}
+
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// An exclusive lock on a snapshot directory, held while it is written or restored from.
+pub(super) struct SnapshotLock {
+    _file: File,
+}
+
+impl SnapshotLock {
+    pub(super) fn acquire(dest: &Path) -> Result<Self> {
+        let (parent, name) = split(dest)?;
+        let hint = "check that seatrial may write there";
+        fs::create_dir_all(&parent).map_err(io_error("creating", &parent, hint))?;
+        let lock = parent.join(format!(".{name}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(io_error("opening the lock file", &lock, hint))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(EngineError::SnapshotBusy {
+                dir: dest.to_owned(),
+                lock,
+            }),
+            Err(TryLockError::Error(e)) => Err(io_error("locking", &lock, hint)(e)),
+        }
+    }
+}
+
+/// Under the lock: puts back a previous snapshot that a crash left between two renames, and
+/// removes snapshots that were being written when their process died.
+pub(super) fn recover(dest: &Path) -> Result<()> {
+    let (parent, name) = split(dest)?;
+    let hint = "check the permissions of the snapshot directory's parent";
+    let entries = match fs::read_dir(&parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("listing", &parent, hint)(e)),
+    };
+    let (tmp, old) = (format!(".{name}.tmp-"), format!(".{name}.old-"));
+    let mut stale = Vec::new();
+    let mut previous = None;
+    for entry in entries {
+        let entry = entry.map_err(io_error("listing", &parent, hint))?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if file_name.starts_with(&tmp) {
+            stale.push(entry.path());
+        } else if file_name.starts_with(&old) {
+            previous = Some(entry.path());
+        }
+    }
+    if let Some(previous) = previous {
+        if dest.exists() {
+            stale.push(previous);
+        } else {
+            warn!(from = %previous.display(), to = %dest.display(), "putting back the previous snapshot an interrupted replacement left aside");
+            fs::rename(&previous, dest).map_err(io_error("putting back", &previous, hint))?;
+            sync_dir(&parent)?;
+        }
+    }
+    for dir in stale {
+        info!(dir = %dir.display(), "removing what an interrupted snapshot left");
+        fs::remove_dir_all(&dir).map_err(io_error("removing", &dir, hint))?;
+    }
+    Ok(())
+}
+
+/// A snapshot being written: a temporary directory next to its destination, removed on drop
+/// unless committed.
+pub(super) struct Staging {
+    pub(super) dir: PathBuf,
+    dest: PathBuf,
+    parent: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    pub(super) fn create(dest: &Path) -> Result<Self> {
+        let (parent, name) = split(dest)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = parent.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
+        fs::create_dir(&dir).map_err(io_error(
+            "creating the snapshot's temporary directory",
+            &dir,
+            format!("the previous snapshot at {} is kept", dest.display()),
+        ))?;
+        Ok(Self {
+            dir,
+            dest: dest.to_owned(),
+            parent,
+            committed: false,
+        })
+    }
+
+    /// The hint for an error while writing: nothing of the previous snapshot was touched.
+    pub(super) fn kept_hint(&self) -> String {
+        format!(
+            "nothing was replaced: the previous snapshot at {} is kept (free space there, or move $SEATRIAL_DATA_DIR to a larger disk, and snapshot again)",
+            self.dest.display()
+        )
+    }
+
+    /// Makes the written snapshot the one at `dest`, in one step: the previous one (if any)
+    /// stays complete until the new one has replaced it, and is removed after.
+    pub(super) fn commit(mut self) -> Result<()> {
+        let hint = self.kept_hint();
+        sync_dir(&self.dir)?;
+        if self.dest.exists() {
+            let exchanged = rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &self.dir,
+                rustix::fs::CWD,
+                &self.dest,
+                rustix::fs::RenameFlags::EXCHANGE,
+            );
+            match exchanged {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+                    // No atomic exchange here: set the old one aside, then move the new one in
+                    // ([`recover`] puts the old one back if we die in between).
+                    let aside = self.dir.with_file_name(
+                        self.dir
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .unwrap_or_default()
+                            .replacen(".tmp-", ".old-", 1),
+                    );
+                    fs::rename(&self.dest, &aside).map_err(io_error(
+                        "setting aside the previous snapshot",
+                        &self.dest,
+                        hint.clone(),
+                    ))?;
+                    fs::rename(&self.dir, &self.dest).map_err(io_error(
+                        "moving the new snapshot into place",
+                        &self.dest,
+                        hint.clone(),
+                    ))?;
+                    self.dir = aside;
+                }
+                Err(e) => {
+                    return Err(io_error(
+                        "moving the new snapshot into place",
+                        &self.dest,
+                        hint,
+                    )(e.into()));
+                }
+            }
+            sync_dir(&self.parent)?;
+            self.committed = true;
+            // `self.dir` now holds the previous snapshot.
+            if let Err(e) = fs::remove_dir_all(&self.dir) {
+                warn!(dir = %self.dir.display(), error = %e, "could not remove the replaced snapshot; remove it by hand");
+            }
+        } else {
+            fs::rename(&self.dir, &self.dest).map_err(io_error(
+                "moving the new snapshot into place",
+                &self.dest,
+                hint,
+            ))?;
+            sync_dir(&self.parent)?;
+            self.committed = true;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            warn!(dir = %self.dir.display(), error = %e, "could not remove an unfinished snapshot");
+        }
+    }
+}
+
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(
+        "syncing",
+        dir,
+        "check the file system holding it",
+    ))
+}
+
+/// Writes the chunks received into a new file while hashing them, then syncs it.
+/// Returns the bytes written and their sha256 (hex).
+pub(super) fn write_hashed(
+    path: &Path,
+    mut chunks: mpsc::Receiver<Bytes>,
+) -> io::Result<(u64, String)> {
+    let file = File::create_new(path)?;
+    let mut out = BufWriter::with_capacity(CHUNK, file);
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    while let Some(chunk) = chunks.blocking_recv() {
+        hasher.update(&chunk);
+        out.write_all(&chunk)?;
+        bytes += chunk.len() as u64;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok((bytes, hex::encode(hasher.finalize())))
+}
+
+/// Reads a file in chunks into `chunks` (until the receiver goes away). Returns the bytes sent.
+/// A read error is also sent, so that the stream's consumer aborts rather than ending early.
+pub(super) fn read_chunks(
+    path: &Path,
+    chunks: &mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<u64> {
+    let forward = |e: io::Error| {
+        let _ = chunks.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+        e
+    };
+    let mut file = File::open(path).map_err(forward)?;
+    let mut sent = 0u64;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = file.read(&mut buf).map_err(forward)?;
+        if n == 0 {
+            return Ok(sent);
+        }
+        buf.truncate(n);
+        sent += n as u64;
+        if chunks.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return Ok(sent);
+        }
+    }
+}
+
+/// The size and sha256 (hex) of a file, read in chunks.
+pub(super) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((bytes, hex::encode(hasher.finalize())));
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+}
+
+/// Writes `manifest.json` into `dir` and syncs it.
+pub(super) fn write_manifest(dir: &Path, manifest: &Manifest, hint: &str) -> Result<()> {
+    let path = dir.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| {
+        io_error("encoding", &path, hint)(io::Error::new(io::ErrorKind::InvalidData, e))
+    })?;
+    File::create_new(&path)
+        .and_then(|mut f| {
+            f.write_all(&json)?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        })
+        .map_err(io_error("writing", &path, hint))
+}
+
+/// Reads a snapshot's manifest without checking its files.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let invalid = |problem: String, reseed: String| EngineError::SnapshotInvalid {
+        dir: dir.to_owned(),
+        problems: vec![problem],
+        reseed,
+    };
+    let path = dir.join(MANIFEST_FILE);
+    let text = fs::read(&path).map_err(|e| {
+        invalid(
+            format!("cannot read {}: {e}", path.display()),
+            reseed_hint(None),
+        )
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| {
+        invalid(
+            format!("{} is not a snapshot manifest: {e}", path.display()),
+            reseed_hint(None),
+        )
+    })?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(invalid(
+            format!(
+                "{} has format {}, this seatrial reads format {MANIFEST_FORMAT}",
+                path.display(),
+                manifest.format
+            ),
+            reseed_hint(manifest.meta.recipe.as_deref()),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// How to get a usable snapshot again.
+pub(super) fn reseed_hint(recipe: Option<&str>) -> String {
+    let recipe = recipe.unwrap_or("<recipe>");
+    format!(
+        "take a new snapshot of a known-good state (for a canonical: `seatrial warm seed {recipe}`)"
+    )
+}
+
+/// Reads a snapshot's manifest and checks every tar file against it (name, size, sha256).
+/// Nothing on any engine is touched.
+pub fn verify_snapshot(dir: &Path) -> Result<Manifest> {
+    let manifest = read_manifest(dir)?;
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for volume in &manifest.volumes {
+        if !super::is_volume_name(&volume.name) || !seen.insert(volume.name.as_str()) {
+            problems.push(format!(
+                "the manifest names volume `{}` twice or names no valid volume",
+                volume.name
+            ));
+            continue;
+        }
+        if !super::is_plain_file_name(&volume.file)
+            || !super::is_plain_file_name(&volume.archive_root)
+        {
+            problems.push(format!(
+                "volume `{}`: file `{}` / archive root `{}` must be plain names inside the snapshot",
+                volume.name, volume.file, volume.archive_root
+            ));
+            continue;
+        }
+        let path = dir.join(&volume.file);
+        match fs::metadata(&path) {
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+            Ok(meta) if meta.len() != volume.bytes => {
+                problems.push(format!(
+                    "{} (volume `{}`) has {} bytes, the manifest expects {}",
+                    path.display(),
+                    volume.name,
+                    meta.len(),
+                    volume.bytes
+                ));
+                continue;
+            }
+            Ok(_) => {}
+        }
+        match hash_file(&path) {
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+            Ok((_, sha256)) if sha256 != volume.sha256 => problems.push(format!(
+                "{} (volume `{}`) has sha256 {sha256}, the manifest expects {}",
+                path.display(),
+                volume.name,
+                volume.sha256
+            )),
+            Ok(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(manifest)
+    } else {
+        Err(EngineError::SnapshotInvalid {
+            dir: dir.to_owned(),
+            problems,
+            reseed: reseed_hint(manifest.meta.recipe.as_deref()),
+        })
+    }
+}
