@@ -263,24 +263,57 @@ pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     ))
 }
 
+/// How much is written between two background flushes of a tar file being written.
+const FLUSH_EVERY: u64 = 64 << 20;
+
 /// Writes the chunks received into a new file while hashing them, then syncs it.
 /// Returns the bytes written and their sha256 (hex).
+///
+/// A second thread flushes what is written to disk while the stream goes on, so the final
+/// sync (needed before the snapshot may replace the previous one) finds little left to write
+/// and the disk works while the engine is still producing the tar.
 pub(super) fn write_hashed(
     path: &Path,
     mut chunks: mpsc::Receiver<Bytes>,
 ) -> io::Result<(u64, String)> {
     let file = File::create_new(path)?;
-    let mut out = BufWriter::with_capacity(CHUNK, file);
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    while let Some(chunk) = chunks.blocking_recv() {
-        hasher.update(&chunk);
-        out.write_all(&chunk)?;
-        bytes += chunk.len() as u64;
-    }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
+    let flushed_file = file.try_clone()?;
+    let (flush, flush_requests) = std::sync::mpsc::channel::<()>();
+    let flusher = std::thread::Builder::new()
+        .name("snapshot-flush".to_owned())
+        .spawn(move || -> io::Result<()> {
+            while flush_requests.recv().is_ok() {
+                while flush_requests.try_recv().is_ok() {}
+                flushed_file.sync_data()?;
+            }
+            Ok(())
+        })?;
+    let write = || -> io::Result<(u64, String, File)> {
+        let mut out = BufWriter::with_capacity(CHUNK, file);
+        let mut hasher = Sha256::new();
+        let (mut bytes, mut flushed_at) = (0u64, 0u64);
+        while let Some(chunk) = chunks.blocking_recv() {
+            hasher.update(&chunk);
+            out.write_all(&chunk)?;
+            bytes += chunk.len() as u64;
+            if bytes - flushed_at >= FLUSH_EVERY {
+                flushed_at = bytes;
+                // A flusher that stopped has failed: its error is returned below.
+                let _ = flush.send(());
+            }
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        Ok((bytes, hex::encode(hasher.finalize()), file))
+    };
+    let written = write();
+    drop(flush);
+    let flushed = flusher
+        .join()
+        .map_err(|_| io::Error::other("the thread flushing the file to disk panicked"))?;
+    let (bytes, sha256, file) = written?;
+    flushed?;
     file.sync_all()?;
-    Ok((bytes, hex::encode(hasher.finalize())))
+    Ok((bytes, sha256))
 }
 
 /// Reads a file in chunks into `chunks` (until the receiver goes away). Returns the bytes sent.
