@@ -80,6 +80,15 @@ pub enum EngineError {
         hint: String,
     },
     #[error(
+        "a restore from the snapshot at {} was interrupted: volume(s) {} are incomplete\n  restore that snapshot again before using or snapshotting them",
+        snapshot.display(),
+        volumes.join(", ")
+    )]
+    RestoreUnfinished {
+        snapshot: PathBuf,
+        volumes: Vec<String>,
+    },
+    #[error(
         "another snapshot or restore of {} is running (it holds {}); wait until it ends",
         dir.display(),
         lock.display()
@@ -102,7 +111,8 @@ impl EngineError {
             | Self::Cancelled { .. }
             | Self::SnapshotInvalid { .. }
             | Self::SnapshotIo { .. }
-            | Self::SnapshotBusy { .. } => ErrorKind::Infrastructure,
+            | Self::SnapshotBusy { .. }
+            | Self::RestoreUnfinished { .. } => ErrorKind::Infrastructure,
         }
     }
 

@@ -21,7 +21,7 @@ pub use error::{AppFailure, EngineError, ErrorKind, FailureReason};
 pub use labels::RunLabels;
 pub use snapshot::{
     Manifest, RestoreReport, SnapshotMeta, VolumeRecord, VolumeSnapshots, read_manifest,
-    verify_snapshot,
+    unfinished_restore, verify_snapshot,
 };
 pub use swarm::SwarmEngine;
 

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use seatrial_engine::{
-    EngineError, ErrorKind, SnapshotMeta, SwarmEngine, VolumeSnapshots, verify_snapshot,
+    EngineError, ErrorKind, SnapshotMeta, SwarmEngine, VolumeSnapshots, unfinished_restore,
+    verify_snapshot,
 };
 use sha2::{Digest, Sha256};
 
@@ -556,6 +557,63 @@ async fn an_interrupted_snapshot_leaves_the_previous_one_restorable() {
     assert!(
         helpers(&volumes).is_empty(),
         "the interrupted snapshot's helper is removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_is_found_and_redone() {
+    let engine = engine().await;
+    let mut res = Resources::new("halfrestore");
+    let data = res.volume("data", &[]);
+    res.sh(&data, POPULATE);
+    res.sh(&data, "head -c 200000000 /dev/zero > /v/large.bin");
+    let known_good = listing(&data);
+    let (_tmp, dest) = snapshot_dir();
+    let volumes = vec![data.clone()];
+    engine
+        .snapshot_volumes(&volumes, &dest, IMAGE, &meta())
+        .await
+        .expect("snapshot");
+    res.sh(&data, MODIFY);
+    res.sh(&data, "rm /v/large.bin");
+    assert_eq!(unfinished_restore(&dest).expect("marker readable"), None);
+
+    // Cut the restore off while the large file (gone from the volume) is being unpacked again.
+    let partial = mountpoint(&data).join("large.bin");
+    let restore = engine.restore_volumes(&dest, IMAGE);
+    let watch = async {
+        while !std::fs::metadata(&partial).is_ok_and(|m| m.len() > 1_000_000) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::select! {
+        result = restore => panic!("the restore finished before it could be interrupted: {result:?}"),
+        () = watch => {}
+    }
+    assert_eq!(
+        unfinished_restore(&dest).expect("marker readable"),
+        Some(volumes.clone()),
+        "the interrupted restore is recorded"
+    );
+    let err = engine
+        .snapshot_volumes(&volumes, &dest, IMAGE, &meta())
+        .await
+        .expect_err("an incomplete volume is not snapshotted over the known-good");
+    assert!(
+        matches!(err, EngineError::RestoreUnfinished { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&data), "{err}");
+
+    engine
+        .restore_volumes(&dest, IMAGE)
+        .await
+        .expect("restore again");
+    assert_eq!(listing(&data), known_good);
+    assert_eq!(unfinished_restore(&dest).expect("marker readable"), None);
+    assert!(
+        helpers(&volumes).is_empty(),
+        "the interrupted restore's helper is removed"
     );
 }
 

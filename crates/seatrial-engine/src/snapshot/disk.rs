@@ -5,7 +5,9 @@
 //! - `<parent>/.<name>.lock`: held (flock) by a snapshot or restore of `<name>`;
 //! - `<parent>/.<name>.tmp-<pid>-<nanos>`: a snapshot being written (stale once the lock is free);
 //! - `<parent>/.<name>.old-<pid>-<nanos>`: the previous snapshot, only on a file system without
-//!   `RENAME_EXCHANGE` and only between two renames (put back by [`recover`] when `<name>` is missing).
+//!   `RENAME_EXCHANGE` and only between two renames (put back by [`recover`] when `<name>` is missing);
+//! - `<parent>/.<name>.restoring`: the volumes a restore from `<name>` has started to replace,
+//!   until it has finished them all (so an interrupted restore is found and redone).
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Read, Write};
@@ -371,6 +373,55 @@ pub(super) fn write_manifest(dir: &Path, manifest: &Manifest, hint: &str) -> Res
             f.sync_all()
         })
         .map_err(io_error("writing", &path, hint))
+}
+
+/// The marker of a restore from `snapshot` that has started replacing volumes.
+fn restoring_marker(snapshot: &Path) -> Result<PathBuf> {
+    let (parent, name) = split(snapshot)?;
+    Ok(parent.join(format!(".{name}.restoring")))
+}
+
+/// Records (synced) that a restore from `snapshot` is about to replace `volumes`.
+pub(super) fn mark_restoring(snapshot: &Path, volumes: &[String]) -> Result<()> {
+    let marker = restoring_marker(snapshot)?;
+    let hint = "no volume was touched; check that seatrial may write there";
+    let json = serde_json::to_vec(volumes).map_err(|e| {
+        io_error("encoding", &marker, hint)(io::Error::new(io::ErrorKind::InvalidData, e))
+    })?;
+    File::create(&marker)
+        .and_then(|mut f| {
+            f.write_all(&json)?;
+            f.sync_all()
+        })
+        .map_err(io_error("writing", &marker, hint))?;
+    sync_dir(marker.parent().unwrap_or(Path::new(".")))
+}
+
+/// Removes the marker once every volume is restored.
+pub(super) fn clear_restoring(snapshot: &Path) -> Result<()> {
+    let marker = restoring_marker(snapshot)?;
+    match fs::remove_file(&marker) {
+        Ok(()) => sync_dir(marker.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(
+            "removing",
+            &marker,
+            "every volume was restored; remove the file by hand",
+        )(e)),
+    }
+}
+
+/// The volumes a restore from `snapshot` started to replace and did not finish (the process
+/// died or the restore failed midway): their contents are incomplete until a restore from the
+/// snapshot succeeds. `None` when no restore from it is unfinished.
+pub fn unfinished_restore(snapshot: &Path) -> Result<Option<Vec<String>>> {
+    let marker = restoring_marker(snapshot)?;
+    match fs::read(&marker) {
+        // An unreadable marker still says a restore did not finish, not which volumes.
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or_default())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("reading", &marker, "check its permissions")(e)),
+    }
 }
 
 /// Reads a snapshot's manifest without checking its files.

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-pub use disk::{read_manifest, verify_snapshot};
+pub use disk::{read_manifest, unfinished_restore, verify_snapshot};
 
 use crate::labels::{self, CREATED, KIND, KIND_SNAPSHOT_HELPER};
 use crate::{EngineError, Result, SwarmEngine};
@@ -129,6 +129,9 @@ pub trait VolumeSnapshots: Send + Sync {
     /// against the manifest and that no container mounts any of the volumes — before touching
     /// any — then removes each volume, recreates it with the same name, driver, options and
     /// labels, and unpacks its tar into it (so files deleted since the snapshot stay deleted).
+    ///
+    /// From the first volume replaced until the last is done, [`unfinished_restore`] names the
+    /// volumes: a restore that dies midway is found by the next caller, who restores again.
     async fn restore_volumes(&self, snapshot: &Path, helper_image: &str) -> Result<RestoreReport>;
 }
 
@@ -491,15 +494,28 @@ impl VolumeSnapshots for SwarmEngine {
             }
         }
         let taken_at = labels::now_rfc3339();
-        let lock = {
+        let (lock, unfinished) = {
             let dest = dest.to_owned();
             blocking("locking the snapshot directory", move || {
                 let lock = disk::SnapshotLock::acquire(&dest)?;
                 disk::recover(&dest)?;
-                Ok(lock)
+                Ok((lock, disk::unfinished_restore(&dest)?))
             })
             .await?
         };
+        if let Some(unfinished) = unfinished {
+            let incomplete: Vec<String> = names
+                .iter()
+                .filter(|n| unfinished.is_empty() || unfinished.iter().any(|u| u == *n))
+                .map(|n| (*n).to_owned())
+                .collect();
+            if !incomplete.is_empty() {
+                return Err(EngineError::RestoreUnfinished {
+                    snapshot: dest.to_owned(),
+                    volumes: incomplete,
+                });
+            }
+        }
         let mut described = Vec::new();
         for name in &names {
             let volume = self
@@ -563,12 +579,27 @@ impl VolumeSnapshots for SwarmEngine {
                 self.ensure_unused(&record.name).await?;
             }
         }
+        let names: Vec<String> = manifest.volumes.iter().map(|v| v.name.clone()).collect();
+        {
+            let (snapshot, names) = (snapshot.to_owned(), names.clone());
+            blocking("marking the restore as started", move || {
+                disk::mark_restoring(&snapshot, &names)
+            })
+            .await?;
+        }
         for record in &manifest.volumes {
             self.import_volume(snapshot, record, helper_image).await?;
         }
+        {
+            let snapshot = snapshot.to_owned();
+            blocking("marking the restore as finished", move || {
+                disk::clear_restoring(&snapshot)
+            })
+            .await?;
+        }
         drop(lock);
         let report = RestoreReport {
-            volumes: manifest.volumes.iter().map(|v| v.name.clone()).collect(),
+            volumes: names,
             bytes: manifest.bytes(),
             elapsed: started.elapsed(),
         };
