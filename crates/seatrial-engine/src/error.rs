@@ -80,6 +80,14 @@ pub enum EngineError {
         hint: String,
     },
     #[error(
+        "volume `{volume}` still holds files after it was removed and recreated (driver `{driver}`, options `{options}`): its data lives outside the volume, so restoring into it would merge old and new files\n  nothing was unpacked into it; empty the storage behind it by hand, then restore again"
+    )]
+    VolumeNotEmpty {
+        volume: String,
+        driver: String,
+        options: String,
+    },
+    #[error(
         "a restore from the snapshot at {} was interrupted: volume(s) {} are incomplete\n  restore that snapshot again before using or snapshotting them",
         snapshot.display(),
         volumes.join(", ")
@@ -103,7 +111,8 @@ impl EngineError {
             | Self::StackTaken { .. }
             | Self::StackNotFound { .. }
             | Self::VolumeNotFound { .. }
-            | Self::VolumeInUse { .. } => ErrorKind::BadInput,
+            | Self::VolumeInUse { .. }
+            | Self::VolumeNotEmpty { .. } => ErrorKind::BadInput,
             Self::Failed(_) => ErrorKind::AppFailed,
             Self::Unreachable { .. }
             | Self::NotSwarmManager { .. }

@@ -618,6 +618,58 @@ async fn an_interrupted_restore_is_found_and_redone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_whose_data_outlives_it_is_not_merged_into() {
+    let engine = engine().await;
+    let mut res = Resources::new("bind");
+    let device = tempfile::tempdir().expect("device dir");
+    let device_opt = format!("device={}", device.path().display());
+    let data = res.volume(
+        "data",
+        &[
+            "--opt",
+            "type=none",
+            "--opt",
+            "o=bind",
+            "--opt",
+            &device_opt,
+        ],
+    );
+    res.sh(&data, "echo v1 > /v/state; echo keep > /v/kept");
+    let (_tmp, dest) = snapshot_dir();
+    let volumes = vec![data.clone()];
+    let manifest = engine
+        .snapshot_volumes(&volumes, &dest, IMAGE, &meta())
+        .await
+        .expect("snapshot");
+    assert_eq!(
+        manifest.volumes[0].options.get("o").map(String::as_str),
+        Some("bind")
+    );
+    res.sh(&data, "echo v2 > /v/state; echo new > /v/added");
+    let modified = listing(&data);
+
+    let err = engine
+        .restore_volumes(&dest, IMAGE)
+        .await
+        .expect_err("removing the volume left its files: restoring would merge");
+    assert!(
+        matches!(&err, EngineError::VolumeNotEmpty { volume, .. } if *volume == data),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("merge") && message.contains(&device_opt),
+        "{message}"
+    );
+    assert_eq!(listing(&data), modified, "nothing was unpacked into it");
+    assert_eq!(
+        unfinished_restore(&dest).expect("marker"),
+        Some(volumes.clone())
+    );
+    assert!(helpers(&volumes).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volume_in_use_is_refused_naming_the_container() {
     let engine = engine().await;
     let mut res = Resources::new("inuse");

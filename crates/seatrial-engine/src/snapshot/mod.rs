@@ -135,6 +135,40 @@ pub trait VolumeSnapshots: Send + Sync {
     async fn restore_volumes(&self, snapshot: &Path, helper_image: &str) -> Result<RestoreReport>;
 }
 
+/// The archive of an empty volume is its root entry and the end marker, a few KiB at most.
+const EMPTY_ARCHIVE_LIMIT: usize = 64 * 1024;
+
+/// Entries of a tar archive (its beginning, at least up to the end marker), not counting the
+/// PAX and GNU long-name headers that describe the next entry; a truncated or unreadable header
+/// counts as one more entry, so that doubt never passes for empty.
+fn tar_entries(archive: &[u8]) -> usize {
+    let mut entries = 0;
+    let mut at = 0;
+    while let Some(header) = archive.get(at..at + 512) {
+        if header.iter().all(|&b| b == 0) {
+            return entries;
+        }
+        let size = std::str::from_utf8(&header[124..136])
+            .ok()
+            .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+            .and_then(|s| u64::from_str_radix(s, 8).ok());
+        let Some(size) = size else {
+            return entries + 1;
+        };
+        if !matches!(header[156], b'x' | b'g' | b'L' | b'K') {
+            entries += 1;
+        }
+        let Some(next) = usize::try_from(size.div_ceil(512) * 512)
+            .ok()
+            .and_then(|data| (at + 512).checked_add(data))
+        else {
+            return entries + 1;
+        };
+        at = next;
+    }
+    entries + 1
+}
+
 /// Docker's rule for volume names (also keeps them safe as file names).
 pub(crate) fn is_volume_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -430,11 +464,52 @@ impl SwarmEngine {
         let helper = self
             .create_helper(name, image, &record.archive_root)
             .await?;
-        let uploaded = self.upload(&helper, name, &dir.join(&record.file)).await;
+        let uploaded = async {
+            self.ensure_empty(&helper, record).await?;
+            self.upload(&helper, name, &dir.join(&record.file)).await
+        }
+        .await;
         self.remove_helper(&helper).await;
         uploaded?;
         info!(volume = %name, bytes = record.bytes, "volume restored");
         Ok(())
+    }
+
+    /// Checks that a recreated volume starts empty: a volume whose data lives elsewhere (a bind
+    /// device, a network share) keeps its files across remove and create, and unpacking into it
+    /// would merge old and new files.
+    async fn ensure_empty(&self, helper: &str, record: &VolumeRecord) -> Result<()> {
+        let mut stream = self.docker().download_from_container(
+            helper,
+            Some(DownloadFromContainerOptions {
+                path: format!("/{}", record.archive_root),
+            }),
+        );
+        let mut head = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(EngineError::api(format!(
+                "checking that the recreated volume `{}` is empty",
+                record.name
+            )))?;
+            head.extend_from_slice(&chunk);
+            if head.len() > EMPTY_ARCHIVE_LIMIT {
+                break;
+            }
+        }
+        if head.len() <= EMPTY_ARCHIVE_LIMIT && tar_entries(&head) <= 1 {
+            return Ok(());
+        }
+        let options = record
+            .options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Err(EngineError::VolumeNotEmpty {
+            volume: record.name.clone(),
+            driver: record.driver.clone(),
+            options,
+        })
     }
 
     async fn upload(&self, helper: &str, volume: &str, path: &Path) -> Result<()> {
@@ -610,7 +685,7 @@ impl VolumeSnapshots for SwarmEngine {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_plain_file_name, is_volume_name};
+    use super::{is_plain_file_name, is_volume_name, tar_entries};
 
     #[test]
     fn volume_names_follow_dockers_rule() {
@@ -620,6 +695,34 @@ mod tests {
         assert!(!is_volume_name(".hidden"));
         assert!(!is_volume_name("../etc"));
         assert!(!is_volume_name("a/b"));
+    }
+
+    #[test]
+    fn counts_the_entries_of_a_tar_head() {
+        fn header(name: &str, typeflag: u8, size: usize) -> Vec<u8> {
+            let mut h = vec![0u8; 512];
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+            h[156] = typeflag;
+            h.extend(std::iter::repeat_n(0u8, size.div_ceil(512) * 512));
+            h
+        }
+        let end = vec![0u8; 1024];
+        let root = header("seatrial-volume/", b'5', 0);
+        let pax = header("PaxHeaders/seatrial-volume", b'x', 30);
+        let file = header("seatrial-volume/a", b'0', 700);
+        assert_eq!(tar_entries(&[root.clone(), end.clone()].concat()), 1);
+        assert_eq!(
+            tar_entries(&[pax.clone(), root.clone(), end.clone()].concat()),
+            1
+        );
+        assert_eq!(
+            tar_entries(&[root.clone(), pax, file.clone(), end].concat()),
+            2
+        );
+        // Cut off before the end marker: never counted as empty.
+        assert_eq!(tar_entries(&root), 2);
+        assert_eq!(tar_entries(&file[..600]), 2);
     }
 
     #[test]
