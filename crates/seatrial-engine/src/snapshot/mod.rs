@@ -420,6 +420,7 @@ impl SwarmEngine {
     /// Removes the volume, recreates it as recorded, and unpacks its tar into it.
     async fn import_volume(&self, dir: &Path, record: &VolumeRecord, image: &str) -> Result<()> {
         let name = &record.name;
+        let started = Instant::now();
         match self
             .docker()
             .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
@@ -461,6 +462,7 @@ impl SwarmEngine {
                 "recreating volume `{name}` (driver `{}`) to restore it",
                 record.driver
             )))?;
+        let recreated = started.elapsed();
         let helper = self
             .create_helper(name, image, &record.archive_root)
             .await?;
@@ -471,7 +473,13 @@ impl SwarmEngine {
         .await;
         self.remove_helper(&helper).await;
         uploaded?;
-        info!(volume = %name, bytes = record.bytes, "volume restored");
+        info!(
+            volume = %name,
+            bytes = record.bytes,
+            recreate_ms = recreated.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "volume restored"
+        );
         Ok(())
     }
 
@@ -625,8 +633,20 @@ impl VolumeSnapshots for SwarmEngine {
             let manifest = manifest.clone();
             blocking("finishing the snapshot", move || {
                 disk::write_manifest(&staging.dir, &manifest, &staging.kept_hint())?;
-                // What is on disk, read back, is what was streamed.
-                disk::verify_snapshot(&staging.dir)?;
+                // Read back after the sync: the manifest as written, every file at its size.
+                // The checksums were computed from the very bytes written (and a re-read would
+                // only come from the page cache), so they are not computed twice; every restore
+                // checks them before touching a volume.
+                let written = disk::check_snapshot(&staging.dir, disk::Check::Sizes)?;
+                if written != manifest {
+                    return Err(EngineError::SnapshotInvalid {
+                        dir: staging.dir.clone(),
+                        problems: vec![
+                            "the manifest read back differs from the one written".to_owned(),
+                        ],
+                        reseed: staging.kept_hint(),
+                    });
+                }
                 staging.commit()?;
                 drop(lock);
                 Ok(())
@@ -649,6 +669,7 @@ impl VolumeSnapshots for SwarmEngine {
             })
             .await?
         };
+        debug!(snapshot = %snapshot.display(), elapsed_ms = started.elapsed().as_millis() as u64, "snapshot verified");
         for record in &manifest.volumes {
             if self.volume(&record.name).await?.is_some() {
                 self.ensure_unused(&record.name).await?;
