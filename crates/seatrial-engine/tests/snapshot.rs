@@ -300,10 +300,26 @@ fn names_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The plain volume is read from its mountpoint (GNU tar, this host) when `local` is on, else
+/// through the archive API; the one with driver options always goes through the archive API.
+/// Restores always go through the archive API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_restores_every_byte_owner_mode_and_deletion() {
-    let engine = engine().await;
-    let mut res = Resources::new("roundtrip");
+    round_trip(engine().await, "roundtrip", "_data").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_through_the_archive_api_only() {
+    round_trip(
+        engine().await.with_local_snapshots(false),
+        "roundtrip-api",
+        "seatrial-volume",
+    )
+    .await;
+}
+
+async fn round_trip(engine: SwarmEngine, test: &str, plain_root: &str) {
+    let mut res = Resources::new(test);
     let data = res.volume(
         "data",
         &["--label", "com.example.role=db", "--label", "keep=me"],
@@ -352,6 +368,8 @@ async fn round_trip_restores_every_byte_owner_mode_and_deletion() {
         [data.as_str(), opts.as_str()]
     );
     let rec = &manifest.volumes[0];
+    assert_eq!(rec.archive_root, plain_root, "read the expected way");
+    assert_eq!(manifest.volumes[1].archive_root, "seatrial-volume");
     assert!(
         rec.bytes > 3_000_000,
         "the tar holds the 3 MB file: {rec:?}"
@@ -858,8 +876,16 @@ async fn bench_snapshot_restore_1gib() {
     let volumes = vec![data.clone()];
     let rss_start = peak_rss_kib();
 
-    let (mut tar, mut snap, mut restore, mut verify, mut floor) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let api_engine = engine.clone().with_local_snapshots(false);
+    let api_dest = snap_root.path().join("through-the-api");
+    let (mut tar, mut snap, mut restore, mut verify, mut floor, mut api_snap) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for round in 1..=rounds {
         // The engine's own floor for reading a volume: its archive API streamed into nothing,
         // through a never-started helper like seatrial's (which must be gone before a snapshot).
@@ -915,6 +941,15 @@ async fn bench_snapshot_restore_1gib() {
             .await
             .expect("snapshot");
         snap.push(t.elapsed());
+        settle();
+        let t = Instant::now();
+        let api = api_engine
+            .snapshot_volumes(&volumes, &api_dest, IMAGE, &SnapshotMeta::default())
+            .await
+            .expect("snapshot through the archive API");
+        api_snap.push(t.elapsed());
+        assert_eq!(api.volumes[0].archive_root, "seatrial-volume");
+        std::fs::remove_dir_all(&api_dest).expect("remove the archive API's snapshot");
         // The check a restore makes before touching anything, timed on its own.
         let t = Instant::now();
         verify_snapshot(&dest).expect("verify");
@@ -924,9 +959,10 @@ async fn bench_snapshot_restore_1gib() {
         engine.restore_volumes(&dest, IMAGE).await.expect("restore");
         restore.push(t.elapsed());
         eprintln!(
-            "round {round}: tar|tar {:?}, snapshot {:?}, restore {:?}, archive read floor {:?}",
+            "round {round}: tar|tar {:?}, snapshot {:?} (archive API only: {:?}), restore {:?}, archive read floor {:?}",
             tar[round - 1],
             snap[round - 1],
+            api_snap[round - 1],
             restore[round - 1],
             floor[round - 1]
         );
@@ -934,16 +970,18 @@ async fn bench_snapshot_restore_1gib() {
     assert_eq!(listing(&data), before, "the benchmark's restores are exact");
     let rss_peak = peak_rss_kib();
 
-    let (tar, snap, restore, verify, floor) = (
+    let (tar, snap, restore, verify, floor, api_snap) = (
         median(tar),
         median(snap),
         median(restore),
         median(verify),
         median(floor),
+        median(api_snap),
     );
     let mib = bytes as f64 / f64::from(1 << 20);
     let rate = |d: Duration| mib / d.as_secs_f64();
     let both = snap + restore;
+    let api_both = api_snap + restore;
     println!(
         "| 1 GiB volume ({mib:.0} MiB of files; median of {rounds} rounds) | time | MiB/s | vs tar \\| tar |"
     );
@@ -954,10 +992,16 @@ async fn bench_snapshot_restore_1gib() {
         rate(tar)
     );
     println!(
-        "| snapshot (volume → verified tar + manifest, fsynced) | {:.2}s | {:.0} | {:.2}× |",
+        "| snapshot, local read (GNU tar from the mountpoint → hashed tar + manifest, fsynced) | {:.2}s | {:.0} | {:.2}× |",
         snap.as_secs_f64(),
         rate(snap),
         rate(snap) / rate(tar)
+    );
+    println!(
+        "| snapshot through the archive API (any engine) | {:.2}s | {:.0} | {:.2}× |",
+        api_snap.as_secs_f64(),
+        rate(api_snap),
+        rate(api_snap) / rate(tar)
     );
     println!(
         "| restore (verify, recreate volume, unpack) | {:.2}s | {:.0} | {:.2}× |",
@@ -966,10 +1010,16 @@ async fn bench_snapshot_restore_1gib() {
         rate(restore) / rate(tar)
     );
     println!(
-        "| **snapshot + restore** | **{:.2}s** | **{:.0}** | **{:.2}×** |",
+        "| **snapshot + restore**, local read | **{:.2}s** | **{:.0}** | **{:.2}×** |",
         both.as_secs_f64(),
         rate(both),
         rate(both) / rate(tar)
+    );
+    println!(
+        "| **snapshot + restore**, archive API only | **{:.2}s** | **{:.0}** | **{:.2}×** |",
+        api_both.as_secs_f64(),
+        rate(api_both),
+        rate(api_both) / rate(tar)
     );
     println!(
         "| engine floor: archive API read of the volume, discarded | {:.2}s | {:.0} | {:.2}× |",

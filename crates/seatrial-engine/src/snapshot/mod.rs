@@ -7,6 +7,7 @@
 //! both directions refuse a volume that a container mounts.
 
 mod disk;
+mod local;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -348,24 +349,54 @@ impl SwarmEngine {
         let taken_at = labels::now_rfc3339();
         let file = format!("{}.tar", volume.name);
         let path = staging.dir.join(&file);
-        let helper = self
-            .create_helper(&volume.name, image, ARCHIVE_ROOT)
-            .await?;
-        let streamed = self.download(&helper, &volume.name, &path, staging).await;
-        self.remove_helper(&helper).await;
-        let (bytes, sha256) = streamed?;
-        info!(volume = %volume.name, bytes, "volume snapshotted");
+        let (bytes, sha256, archive_root) = match self.local_mountpoint(volume).await {
+            Some((parent, root)) => {
+                let (bytes, sha256) =
+                    local::read(&parent, &root, &volume.name, &path, staging).await?;
+                (bytes, sha256, root)
+            }
+            None => {
+                let helper = self
+                    .create_helper(&volume.name, image, ARCHIVE_ROOT)
+                    .await?;
+                let streamed = self.download(&helper, &volume.name, &path, staging).await;
+                self.remove_helper(&helper).await;
+                let (bytes, sha256) = streamed?;
+                (bytes, sha256, ARCHIVE_ROOT.to_owned())
+            }
+        };
+        info!(volume = %volume.name, bytes, local = archive_root != ARCHIVE_ROOT, "volume snapshotted");
         Ok(VolumeRecord {
             name: volume.name.clone(),
             driver: volume.driver.clone(),
             options: volume.options.clone().into_iter().collect(),
             labels: volume.labels.clone().into_iter().collect(),
             file,
-            archive_root: ARCHIVE_ROOT.to_owned(),
+            archive_root,
             bytes,
             sha256,
             taken_at,
         })
+    }
+
+    /// Where a snapshot can read the volume on this host: the parent of its mountpoint and the
+    /// mountpoint's name (the tar's top directory). Only for a plain `local` volume (with driver
+    /// options it is a mount that exists only while a container uses it), an engine on this
+    /// host, and GNU tar at hand.
+    async fn local_mountpoint(
+        &self,
+        volume: &bollard::models::Volume,
+    ) -> Option<(std::path::PathBuf, String)> {
+        if !self.local_snapshots() || volume.driver != "local" || !volume.options.is_empty() {
+            return None;
+        }
+        let mountpoint = Path::new(&volume.mountpoint);
+        let root = mountpoint.file_name()?.to_str()?.to_owned();
+        let parent = mountpoint.parent()?.to_owned();
+        if !is_plain_file_name(&root) || std::fs::read_dir(mountpoint).is_err() {
+            return None;
+        }
+        local::gnu_tar().await.then_some((parent, root))
     }
 
     async fn download(
