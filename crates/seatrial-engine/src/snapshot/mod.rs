@@ -2,9 +2,15 @@
 //! through the archive API of a created-but-never-started helper container into a tar file
 //! (hashed as it is written), and back into a freshly recreated volume.
 //!
-//! Works on any engine seatrial reaches (a remote `DOCKER_HOST` too): nothing reads the volume's
-//! mountpoint and nothing runs in the helper. Consistency comes from nothing using the volume:
-//! both directions refuse a volume that a container mounts.
+//! Works on any engine seatrial reaches (a remote `DOCKER_HOST` too): nothing runs in the helper.
+//! When the engine is on this host, a plain local volume is read straight from its mountpoint
+//! instead (GNU tar; faster, and its tar restores the same way; see
+//! `SwarmEngine::with_local_snapshots`). Consistency comes from nothing using the volume: both
+//! directions refuse a volume that a container mounts.
+//!
+//! Two snapshots or restores of one snapshot directory exclude each other (a lock file next to
+//! it); keeping two directories from working on the same volume at once is the caller's job
+//! (a canonical is used by one run at a time).
 
 mod disk;
 mod local;
@@ -115,9 +121,11 @@ pub trait VolumeSnapshots: Send + Sync {
     /// temporary directory next to it, synced and verified, then swapped in; the previous one is
     /// removed only after. On any error (disk full included) the previous one is kept as it was.
     ///
-    /// Refuses (before writing anything) a volume that does not exist or that a container
-    /// mounts. The helpers are created from `helper_image` (an image the app already has; it
-    /// is never started, so any image will do) and always removed.
+    /// Refuses (before writing anything) a volume that does not exist, that a container mounts,
+    /// or that an unfinished restore from `dest` left incomplete. The helpers are created from
+    /// `helper_image` (an image the app already has; it is never started, so any image will do)
+    /// and removed again — also, at the next snapshot or restore of their volume, those that an
+    /// interrupted call left behind.
     async fn snapshot_volumes(
         &self,
         volumes: &[String],
@@ -195,7 +203,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SwarmEngine {
-    /// The volume as the engine describes it; a missing volume is [`EngineError::VolumeNotFound`].
+    /// The volume as the engine describes it; `None` when it does not exist.
     async fn volume(&self, name: &str) -> Result<Option<bollard::models::Volume>> {
         match self.docker().inspect_volume(name).await {
             Ok(v) => Ok(Some(v)),
