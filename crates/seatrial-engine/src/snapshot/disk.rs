@@ -543,3 +543,67 @@ pub(super) fn check_snapshot(dir: &Path, check: Check) -> Result<Manifest> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Staging, recover};
+
+    #[test]
+    fn recovery_puts_back_a_snapshot_left_aside_and_drops_unfinished_ones() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dest = tmp.path().join("known-good");
+        // A crash between the two renames of the fallback replacement: no `known-good`, the
+        // previous one aside, the new one still in its temporary directory.
+        let aside = tmp.path().join(".known-good.old-1-2");
+        std::fs::create_dir(&aside).expect("aside");
+        std::fs::write(aside.join("manifest.json"), "previous").expect("write");
+        let unfinished = tmp.path().join(".known-good.tmp-1-2");
+        std::fs::create_dir(&unfinished).expect("tmp");
+        std::fs::write(unfinished.join("v.tar"), "partial").expect("write");
+        // Another snapshot's leftovers are not ours to touch.
+        std::fs::create_dir(tmp.path().join(".other.tmp-1-2")).expect("other");
+
+        recover(&dest).expect("recover");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("manifest.json")).expect("read"),
+            "previous"
+        );
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".other.tmp-1-2", "known-good"]);
+
+        // With `known-good` present, a directory left aside is stale and goes.
+        std::fs::create_dir(&aside).expect("aside again");
+        recover(&dest).expect("recover");
+        assert!(!aside.exists() && dest.join("manifest.json").exists());
+    }
+
+    #[test]
+    fn an_uncommitted_snapshot_is_removed_and_a_committed_one_replaces_the_previous() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dest = tmp.path().join("known-good");
+        let staging = Staging::create(&dest).expect("staging");
+        let dir = staging.dir.clone();
+        std::fs::write(dir.join("v.tar"), "new").expect("write");
+        drop(staging);
+        assert!(
+            !dir.exists() && !dest.exists(),
+            "dropped before commit: nothing left"
+        );
+
+        for content in ["first", "second"] {
+            let staging = Staging::create(&dest).expect("staging");
+            std::fs::write(staging.dir.join("v.tar"), content).expect("write");
+            staging.commit().expect("commit");
+            assert_eq!(
+                std::fs::read_to_string(dest.join("v.tar")).expect("read"),
+                content
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).expect("list").collect();
+        assert_eq!(left.len(), 1, "only the snapshot is left");
+    }
+}
