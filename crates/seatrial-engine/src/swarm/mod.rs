@@ -126,7 +126,8 @@ impl SwarmEngine {
 
     /// Whether a snapshot may read a volume straight from its mountpoint when the engine is on
     /// this host (a unix socket) and the volume is a plain `local` one (no driver options) whose
-    /// mountpoint this process can read: about twice as fast as the archive API, same result.
+    /// mountpoint this process can read: faster than the archive API (BENCHMARKS.md), and the
+    /// tar restores the same way.
     /// On by default; off, every volume streams through the archive API.
     pub fn with_local_snapshots(mut self, allowed: bool) -> Self {
         self.local_snapshots = allowed;
