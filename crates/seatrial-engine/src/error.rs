@@ -2,6 +2,7 @@
 //! or the operator (engine unreachable or misbehaving).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use seatrial_recipe::Finding;
@@ -45,19 +46,82 @@ pub enum EngineError {
     },
     #[error("cancelled while {context}")]
     Cancelled { context: String },
+    #[error(
+        "volume `{volume}` does not exist on this engine\n  check the name with `docker volume ls`"
+    )]
+    VolumeNotFound { volume: String },
+    #[error(
+        "volume `{volume}` is in use by {}\n  a volume is snapshotted or restored only while nothing uses it: undeploy the app and wait until its containers are gone (or remove the containers listed), then try again",
+        containers.join(", ")
+    )]
+    VolumeInUse {
+        volume: String,
+        /// `name (state)` of each container that mounts it.
+        containers: Vec<String>,
+    },
+    #[error(
+        "the snapshot at {} cannot be restored:\n{}\n  no volume was touched; {reseed}",
+        dir.display(),
+        problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    SnapshotInvalid {
+        dir: PathBuf,
+        /// What does not match, one entry per file: which file, what was expected, what was found.
+        problems: Vec<String>,
+        /// How to make a usable snapshot again.
+        reseed: String,
+    },
+    #[error("{action} {}: {source}\n  {hint}", path.display())]
+    SnapshotIo {
+        action: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+        hint: String,
+    },
+    #[error(
+        "volume `{volume}` still holds files after it was removed and recreated (driver `{driver}`, options `{options}`): its data lives outside the volume, so restoring into it would merge old and new files\n  nothing was unpacked into it; empty the storage behind it by hand, then restore again"
+    )]
+    VolumeNotEmpty {
+        volume: String,
+        driver: String,
+        options: String,
+    },
+    #[error(
+        "a restore from the snapshot at {} was interrupted: volume(s) {} are incomplete\n  restore that snapshot again before using or snapshotting them",
+        snapshot.display(),
+        volumes.join(", ")
+    )]
+    RestoreUnfinished {
+        snapshot: PathBuf,
+        volumes: Vec<String>,
+    },
+    #[error(
+        "another snapshot or restore of {} is running (it holds {}); wait until it ends",
+        dir.display(),
+        lock.display()
+    )]
+    SnapshotBusy { dir: PathBuf, lock: PathBuf },
 }
 
 impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Invalid { .. } | Self::StackTaken { .. } | Self::StackNotFound { .. } => {
-                ErrorKind::BadInput
-            }
+            Self::Invalid { .. }
+            | Self::StackTaken { .. }
+            | Self::StackNotFound { .. }
+            | Self::VolumeNotFound { .. }
+            | Self::VolumeInUse { .. }
+            | Self::VolumeNotEmpty { .. } => ErrorKind::BadInput,
             Self::Failed(_) => ErrorKind::AppFailed,
             Self::Unreachable { .. }
             | Self::NotSwarmManager { .. }
             | Self::Api { .. }
-            | Self::Cancelled { .. } => ErrorKind::Infrastructure,
+            | Self::Cancelled { .. }
+            | Self::SnapshotInvalid { .. }
+            | Self::SnapshotIo { .. }
+            | Self::SnapshotBusy { .. }
+            | Self::RestoreUnfinished { .. } => ErrorKind::Infrastructure,
         }
     }
 

@@ -17,6 +17,10 @@ pub const CREATED: &str = "io.seatrial.created";
 pub const COMMIT: &str = "io.seatrial.commit";
 /// The recipe version deployed (its release tag), when the commit is a release.
 pub const VERSION: &str = "io.seatrial.version";
+/// The volume a snapshot helper container mounts.
+pub const VOLUME: &str = "io.seatrial.volume";
+/// [`KIND`] of the created-but-never-started containers that stream a volume in or out.
+pub const KIND_SNAPSHOT_HELPER: &str = "snapshot-helper";
 /// `true` when the recipe had uncommitted changes at deploy time.
 pub const DIRTY: &str = "io.seatrial.dirty";
 

@@ -3,10 +3,12 @@
 //! Callers use the [`Engine`] trait (deploy a stack, wait until it has truly converged, undeploy
 //! it and wait until it is gone); [`SwarmEngine`] implements it for Docker Swarm through bollard.
 //! A second backend (plain containers, Podman's Docker-compatible socket) implements the same trait.
+//! [`VolumeSnapshots`] snapshots an app's volumes and restores them byte for byte.
 
 pub mod convert;
 pub mod error;
 pub mod labels;
+pub mod snapshot;
 mod swarm;
 
 use std::time::Duration;
@@ -17,6 +19,10 @@ use serde::Serialize;
 pub use convert::StackPlan;
 pub use error::{AppFailure, EngineError, ErrorKind, FailureReason};
 pub use labels::RunLabels;
+pub use snapshot::{
+    Manifest, RestoreReport, SnapshotMeta, VolumeRecord, VolumeSnapshots, read_manifest,
+    unfinished_restore, verify_snapshot,
+};
 pub use swarm::SwarmEngine;
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -37,6 +37,9 @@ pub struct SwarmEngine {
     host: String,
     /// Whether an image defines a HEALTHCHECK, by image reference (asked once per image).
     image_health: std::sync::Arc<std::sync::Mutex<HashMap<String, bool>>>,
+    /// Whether snapshots may read a plain local volume from its mountpoint (see
+    /// [`SwarmEngine::with_local_snapshots`]).
+    local_snapshots: bool,
 }
 
 pub(crate) fn stack_filter(stack: &str) -> HashMap<String, Vec<String>> {
@@ -90,6 +93,7 @@ impl SwarmEngine {
             docker,
             host: host.clone(),
             image_health: std::sync::Arc::default(),
+            local_snapshots: true,
         };
         let info = engine
             .docker
@@ -118,6 +122,25 @@ impl SwarmEngine {
     /// The underlying client, for tests and tools that need a raw call.
     pub fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Whether a snapshot may read a volume straight from its mountpoint when the engine is on
+    /// this host (a unix socket) and the volume is a plain `local` one (no driver options) whose
+    /// mountpoint this process can read: faster than the archive API (BENCHMARKS.md), and the
+    /// tar restores the same way.
+    /// On by default; off, every volume streams through the archive API.
+    pub fn with_local_snapshots(mut self, allowed: bool) -> Self {
+        self.local_snapshots = allowed;
+        self
+    }
+
+    pub(crate) fn local_snapshots(&self) -> bool {
+        self.local_snapshots && self.host.starts_with("unix://")
+    }
+
+    /// The engine's address (`DOCKER_HOST`, or the local socket).
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     async fn stack_services(&self, stack: &str) -> Result<Vec<bollard::models::Service>> {
