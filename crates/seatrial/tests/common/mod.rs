@@ -365,3 +365,32 @@ pub fn processes_mentioning(needle: &str) -> String {
         .expect("pgrep");
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
+
+/// Runs git in `dir` (with a committer identity of its own) and returns its trimmed output.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.email=m@example.org", "-c", "user.name=M"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Polls `f` every 200 ms until it gives a value, failing the test after `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
