@@ -7,9 +7,9 @@ use std::process::Stdio;
 
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::OnceCell;
 
-use super::disk::{self, CHUNK, Staging};
+use super::disk::{CHUNK, Staging};
 use crate::{EngineError, Result};
 
 /// Whether `tar` on the PATH is GNU tar (asked once).
@@ -66,7 +66,7 @@ pub(super) async fn read(
         .kill_on_drop(true)
         .spawn()
         .map_err(failed)?;
-    let (mut stdout, mut stderr) = match (tar.stdout.take(), tar.stderr.take()) {
+    let (stdout, mut stderr) = match (tar.stdout.take(), tar.stderr.take()) {
         (Some(out), Some(err)) => (out, err),
         _ => return Err(failed(std::io::Error::other("tar's output is not piped"))),
     };
@@ -75,37 +75,18 @@ pub(super) async fn read(
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
-    let (tx, rx) = mpsc::channel(super::CHANNEL_DEPTH);
-    let writer = {
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || disk::write_hashed(&path, rx))
-    };
-    let mut read_error = None;
-    loop {
+    let chunks = futures_util::stream::unfold(stdout, |mut out| async move {
         let mut buf = vec![0u8; CHUNK];
-        match stdout.read(&mut buf).await {
-            Ok(0) => break,
+        match out.read(&mut buf).await {
+            Ok(0) => None,
             Ok(n) => {
                 buf.truncate(n);
-                if tx.send(Bytes::from(buf)).await.is_err() {
-                    break; // the writer stopped: its error says why
-                }
+                Some((Ok(Bytes::from(buf)), out))
             }
-            Err(e) => {
-                read_error = Some(e);
-                break;
-            }
+            Err(e) => Some((Err(e), out)),
         }
-    }
-    drop(tx);
-    let written = writer.await.map_err(|e| EngineError::Cancelled {
-        context: format!("writing {} ({e})", path.display()),
-    })?;
-    let written = written.map_err(disk::io_error(
-        format!("writing the snapshot of volume `{volume}` to"),
-        path,
-        staging.kept_hint(),
-    ))?;
+    });
+    let (written, read_error) = super::save_stream(chunks, volume, path, staging).await?;
     if let Some(e) = read_error {
         return Err(failed(e));
     }

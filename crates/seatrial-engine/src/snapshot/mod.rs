@@ -414,40 +414,13 @@ impl SwarmEngine {
         path: &Path,
         staging: &disk::Staging,
     ) -> Result<(u64, String)> {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let writer = {
-            let path = path.to_owned();
-            tokio::task::spawn_blocking(move || disk::write_hashed(&path, rx))
-        };
-        let mut stream = self.docker().download_from_container(
+        let stream = self.docker().download_from_container(
             helper,
             Some(DownloadFromContainerOptions {
                 path: format!("/{ARCHIVE_ROOT}"),
             }),
         );
-        let mut failed = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer stopped: its error says why
-                    }
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let written = writer.await.map_err(|e| EngineError::Cancelled {
-            context: format!("writing {} ({e})", path.display()),
-        })?;
-        let written = written.map_err(disk::io_error(
-            format!("writing the snapshot of volume `{volume}` to"),
-            path,
-            staging.kept_hint(),
-        ))?;
+        let (written, failed) = save_stream(stream, volume, path, staging).await?;
         if let Some(e) = failed {
             return Err(EngineError::api(format!(
                 "reading volume `{volume}` through the archive API"
@@ -741,6 +714,47 @@ impl VolumeSnapshots for SwarmEngine {
         info!(snapshot = %snapshot.display(), volumes = report.volumes.len(), bytes = report.bytes, elapsed_ms = report.elapsed.as_millis() as u64, "snapshot restored");
         Ok(report)
     }
+}
+
+/// Writes a stream of tar bytes to `path` on a blocking thread, hashing it as it goes. Returns
+/// what was written, and the stream's own error when it ended with one; a write error (disk
+/// full, …) wins, since it says where.
+async fn save_stream<E>(
+    stream: impl futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>>,
+    volume: &str,
+    path: &Path,
+    staging: &disk::Staging,
+) -> Result<((u64, String), Option<E>)> {
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let writer = {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || disk::write_hashed(&path, rx))
+    };
+    let mut stream = std::pin::pin!(stream);
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the writer stopped: its error says why
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(|e| EngineError::Cancelled {
+        context: format!("writing {} ({e})", path.display()),
+    })?;
+    let written = written.map_err(disk::io_error(
+        format!("writing the snapshot of volume `{volume}` to"),
+        path,
+        staging.kept_hint(),
+    ))?;
+    Ok((written, failed))
 }
 
 #[cfg(test)]
