@@ -10,6 +10,7 @@ use seatrial_recipe::git::{self, Checkout};
 
 use crate::TrialConfig;
 use crate::stage::StageError;
+use crate::warm::Canonical;
 
 /// A recipe revision ready to deploy.
 pub(crate) struct Revision {
@@ -33,7 +34,9 @@ impl Drop for CancelOnDrop {
 /// holds a runtime thread, and cancelling the trial kills it.
 pub(crate) async fn checkouts_off_runtime(
     config: &TrialConfig,
+    known_good: Option<&Canonical>,
 ) -> Result<(Revision, Option<Revision>), StageError> {
+    let known_good = known_good.map(|c| (c.commit.clone(), c.version.clone()));
     let flag = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = CancelOnDrop(flag.clone());
     let stop = git::Stop {
@@ -41,7 +44,7 @@ pub(crate) async fn checkouts_off_runtime(
         cancel: Some(flag),
     };
     let config = config.clone();
-    tokio::task::spawn_blocking(move || checkouts(&config, &stop))
+    tokio::task::spawn_blocking(move || checkouts(&config, known_good.as_ref(), &stop))
         .await
         .map_err(|e| {
             StageError::Error(
@@ -52,9 +55,12 @@ pub(crate) async fn checkouts_off_runtime(
         .map_err(|e| StageError::Error(e, ErrorKind::BadInput))
 }
 
-/// The change (at the ref, or the directory as it is) and the release before it, if any.
+/// The change (at the ref, or the directory as it is) and what is installed before it: the
+/// release before it, if any — or, for a quick run, the canonical's known-good commit
+/// (`known_good`: commit and version).
 fn checkouts(
     config: &TrialConfig,
+    known_good: Option<&(String, String)>,
     stop: &git::Stop,
 ) -> Result<(Revision, Option<Revision>), String> {
     let path = Path::new(&config.recipe);
@@ -118,6 +124,22 @@ fn checkouts(
             }
         }
     };
+    if config.promote {
+        check_latest_release(config, &change)?;
+    }
+    if let Some((commit, version)) = known_good {
+        if change.commit.as_deref() == Some(commit.as_str()) {
+            return Ok((change, None));
+        }
+        let Some(source) = config.reference.as_ref().map(|_| change_source(&change)) else {
+            return Err(format!(
+                "a quick run needs the change as a ref of the recipe's repository (--ref), so that the canonical's known-good commit {} can be checked out next to it",
+                &commit[..commit.len().min(12)]
+            ));
+        };
+        let prev = checkout_revision(config, &source, commit, Some(version.clone()), stop)?;
+        return Ok((change, Some(prev)));
+    }
     // Releases are the recipe repository's tags: a recipe in a subdirectory has none.
     if !git::is_toplevel(&change.dir) {
         return Ok((change, None));
@@ -132,20 +154,67 @@ fn checkouts(
     if previous.commit == commit {
         return Ok((change, None));
     }
-    // Clone from the change's repository: it has every tag the source has.
-    let source = change.dir.to_string_lossy().into_owned();
-    let c = git::checkout_with(
-        &source,
+    let prev = checkout_revision(
+        config,
+        &change_source(&change),
         &previous.tag,
-        &config.data_dir.join("checkouts"),
+        Some(previous.tag.clone()),
         stop,
-    )
-    .map_err(|e| e.to_string())?;
-    let prev = Revision {
+    )?;
+    Ok((change, Some(prev)))
+}
+
+/// Where to clone other revisions from: the change's repository has every tag and commit the
+/// source has.
+fn change_source(change: &Revision) -> String {
+    change.dir.to_string_lossy().into_owned()
+}
+
+fn checkout_revision(
+    config: &TrialConfig,
+    source: &str,
+    reference: &str,
+    version: Option<String>,
+    stop: &git::Stop,
+) -> Result<Revision, String> {
+    let c = git::checkout_with(source, reference, &config.data_dir.join("checkouts"), stop)
+        .map_err(|e| e.to_string())?;
+    Ok(Revision {
         dir: c.dir.clone(),
         commit: Some(c.commit.clone()),
-        version: Some(previous.tag.clone()),
+        version,
         _checkout: Some(c),
+    })
+}
+
+/// `--promote` keeps only the recipe's latest release: refused (before anything is deployed)
+/// for any other change.
+fn check_latest_release(config: &TrialConfig, change: &Revision) -> Result<(), String> {
+    let refuse = |why: String| {
+        Err(format!(
+            "--promote refused: {why}; a canonical is made only from the recipe's latest release (`seatrial warm seed {}` picks it)",
+            config.recipe
+        ))
     };
-    Ok((change, Some(prev)))
+    if !git::is_toplevel(&change.dir) {
+        return refuse(format!(
+            "`{}` is not the top of a git repository, so it has no releases",
+            config.recipe
+        ));
+    }
+    let Some(commit) = &change.commit else {
+        return refuse("the change has no commit".into());
+    };
+    let versions = git::versions(&change.dir).map_err(|e| e.to_string())?;
+    let Some(latest) = versions.latest() else {
+        return refuse(format!("`{}` has no release tags", config.recipe));
+    };
+    if &latest.commit != commit || change.version.as_deref() != Some(latest.tag.as_str()) {
+        return refuse(format!(
+            "the change ({}) is not the latest release {}",
+            config.reference.as_deref().unwrap_or("the working tree"),
+            latest.tag
+        ));
+    }
+    Ok(())
 }

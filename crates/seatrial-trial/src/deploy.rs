@@ -58,7 +58,7 @@ pub(crate) fn plan(
     }
     let recipe = Recipe::open(&rev.dir)
         .map_err(|e| StageError::Error(e.to_string(), ErrorKind::BadInput))?;
-    let mut labels = RunLabels::new(ctx.run_id.clone(), recipe.name.clone(), "trial");
+    let mut labels = RunLabels::new(ctx.run_id.clone(), recipe.name.clone(), ctx.kind);
     labels.commit = rev.commit.clone();
     labels.version = rev.version.clone();
     Ok(StackPlan {

@@ -17,6 +17,7 @@ pub mod settings;
 mod stage;
 mod teardown;
 pub mod trust;
+pub mod warm;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,7 +36,9 @@ use crate::stage::{StageError, record, skip};
 use crate::teardown::teardown;
 
 pub use crate::identity::{identity, new_run_id, stack_name};
-pub use crate::report::{StageReport, StageResult, TrialObserver, TrialReport, TrialResult};
+pub use crate::report::{
+    StageReport, StageResult, TrialMode, TrialObserver, TrialReport, TrialResult,
+};
 pub use crate::trust::Trust;
 
 /// Everything a trial needs to know.
@@ -65,6 +68,12 @@ pub struct TrialConfig {
     pub stack: String,
     /// Whose recipe this is: an untrusted one's host access is refused at prepare.
     pub trust: Trust,
+    /// Cold (empty volumes, everything removed at the end) or quick (the recipe's canonical:
+    /// `stack` must be its stack; its known-good data is put back at the end).
+    pub mode: TrialMode,
+    /// Cold only: when the trial passes and the change is the recipe's latest release, keep its
+    /// data as the recipe's canonical (`stack` should be a [`warm::canonical_stack`] name).
+    pub promote: bool,
 }
 
 /// What every stage reads: never changed once the trial starts.
@@ -78,6 +87,11 @@ pub(crate) struct Ctx<'a> {
     /// Failed tasks per service when the stack last converged: anything beyond this since then
     /// means a service did not stay up.
     pub(crate) converged: std::sync::Mutex<HashMap<String, usize>>,
+    /// `io.seatrial.kind` of what this trial deploys.
+    pub(crate) kind: &'static str,
+    /// The recipe's key for warm canonicals, and where they live.
+    pub(crate) recipe_key: String,
+    pub(crate) warm: warm::Warm,
 }
 
 /// Runs a whole cold trial and returns its report; teardown has run when this returns
@@ -97,7 +111,8 @@ pub async fn run(
         recipe: config.recipe.trim_end_matches('/').to_owned(),
         reference: config.reference.clone(),
         commit: None,
-        mode: "cold",
+        mode: config.mode,
+        version: None,
         stack: stack.clone(),
         domain: domain.clone(),
         previous_version: None,
@@ -121,20 +136,37 @@ pub async fn run(
     } else {
         None
     };
+    let warm_kind = config.mode == TrialMode::Quick || config.promote;
     let ctx = Ctx {
         engine,
         observer,
+        recipe_key: warm::recipe_key(&config.recipe),
+        warm: warm::Warm::new(&config.data_dir),
         config,
         run_id,
         stack,
         domain,
         converged: std::sync::Mutex::default(),
+        kind: if warm_kind {
+            warm::KIND_CANONICAL
+        } else {
+            "trial"
+        },
     };
     let mut secrets = HashMap::new();
-    let deployed = lifecycle(&ctx, &mut report, &cancel, &mut secrets).await;
-    teardown(&ctx, &mut report, deployed).await;
+    let mut claimed = None;
+    let deployed = lifecycle(&ctx, &mut report, &cancel, &mut secrets, &mut claimed).await;
+    let promoted =
+        ctx.config.promote && deployed && promote_stage(&ctx, &mut report, &cancel).await;
+    if !promoted {
+        teardown(&ctx, &mut report, deployed, claimed.is_some()).await;
+    }
+    if let Some(claimed) = claimed.as_mut() {
+        restore_stage(&ctx, &mut report, claimed).await;
+    }
     let teardown_failed = report.stages.iter().any(|s| {
-        s.name == "teardown" && matches!(s.result, StageResult::Fail | StageResult::Error)
+        matches!(s.name, "teardown" | "restore" | "promote")
+            && matches!(s.result, StageResult::Fail | StageResult::Error)
     });
     if teardown_failed && let Some(guard) = guard {
         // The registration outlives this process, so the next janitor knows the run is over
@@ -145,12 +177,92 @@ pub async fn run(
     report
 }
 
-/// The stages before teardown; returns whether anything may have been deployed.
+/// Promotion after a passed trial (`--promote`): keeps the data as the recipe's canonical;
+/// `false` when it was not done (the trial did not pass) — teardown then removes everything.
+async fn promote_stage(
+    ctx: &Ctx<'_>,
+    report: &mut TrialReport,
+    cancel: &CancellationToken,
+) -> bool {
+    if report.result != TrialResult::Pass || report.interrupted || ctx.config.keep {
+        let why = if ctx.config.keep {
+            "--keep: the app is left up, nothing promoted"
+        } else {
+            "the trial did not pass: nothing promoted, the canonical is unchanged"
+        };
+        skip(report, ctx.observer, "promote", why);
+        return false;
+    }
+    let (Some(version), Some(commit)) = (report.version.clone(), report.commit.clone()) else {
+        skip(
+            report,
+            ctx.observer,
+            "promote",
+            "the change has no release version: nothing promoted",
+        );
+        return false;
+    };
+    let promotion = warm::Promotion {
+        key: &ctx.recipe_key,
+        source: &ctx.config.recipe,
+        stack: &ctx.stack,
+        version: &version,
+        commit: &commit,
+    };
+    // Its own token: a signal after the trial passed must not leave a half-made canonical;
+    // a failed promotion removes what it made.
+    let fresh = CancellationToken::new();
+    let _ = cancel;
+    record(
+        report,
+        &fresh,
+        ctx.observer,
+        "promote",
+        "undeploying, snapshotting the volumes and recording the canonical",
+        Box::pin(async {
+            let detail = warm::promote(ctx.engine, &ctx.warm, &promotion, &fresh).await?;
+            Ok((detail, Vec::new()))
+        }),
+    )
+    .await;
+    // Whatever its outcome, promotion removed what it did not keep.
+    true
+}
+
+/// After a quick run: put the canonical's known-good data back, whatever the verdict.
+async fn restore_stage(ctx: &Ctx<'_>, report: &mut TrialReport, claimed: &mut warm::Claimed) {
+    if ctx.config.keep {
+        skip(
+            report,
+            ctx.observer,
+            "restore",
+            "--keep: the canonical is left up with the change's data; the next quick run restores it first",
+        );
+        return;
+    }
+    let fresh = CancellationToken::new();
+    record(
+        report,
+        &fresh,
+        ctx.observer,
+        "restore",
+        "putting the known-good data back",
+        Box::pin(async {
+            let detail = warm::put_back(ctx.engine, &ctx.warm, claimed).await?;
+            Ok((detail, Vec::new()))
+        }),
+    )
+    .await;
+}
+
+/// The stages before teardown; returns whether anything may have been deployed. A quick run's
+/// claim on the canonical is left in `claimed` (held until the restore is done).
 async fn lifecycle(
     ctx: &Ctx<'_>,
     report: &mut TrialReport,
     cancel: &CancellationToken,
     secrets: &mut HashMap<String, SecretValue>,
+    claimed: &mut Option<warm::Claimed>,
 ) -> bool {
     let obs = ctx.observer;
     let mut prepared_state = None;
@@ -171,6 +283,7 @@ async fn lifecycle(
             let options = janitor::JanitorOptions {
                 max_age: ctx.config.janitor_max_age,
                 dry_run: false,
+                protected: ctx.warm.stacks(),
             };
             let (reaped, janitor_trouble) = match janitor::run(ctx.engine, runs, &options).await {
                 Ok(decisions) => (
@@ -187,7 +300,24 @@ async fn lifecycle(
                 ),
                 Err(e) => (Vec::new(), vec![e.to_string()]),
             };
-            let (change, previous) = checkouts_off_runtime(&ctx.config).await?;
+            let known_good = match ctx.config.mode {
+                TrialMode::Cold => None,
+                TrialMode::Quick => Some(
+                    ctx.warm
+                        .load(&ctx.recipe_key)
+                        .map_err(|e| StageError::Error(e, seatrial_engine::ErrorKind::Infrastructure))?
+                        .ok_or_else(|| warm::no_canonical(&ctx.recipe_key))?,
+                ),
+            };
+            if let Some(c) = &known_good
+                && c.stack != ctx.stack
+            {
+                return Err(StageError::Error(
+                    format!("a quick run of `{}` must run as its canonical's stack `{}`, not `{}`", ctx.recipe_key, c.stack, ctx.stack),
+                    seatrial_engine::ErrorKind::BadInput,
+                ));
+            }
+            let (change, previous) = checkouts_off_runtime(&ctx.config, known_good.as_ref()).await?;
             let settings = prepare(ctx, &change, previous.as_ref())?;
             let mut detail = match &previous {
                 Some(p) => format!(
@@ -213,6 +343,11 @@ async fn lifecycle(
                     janitor_trouble.join("; ")
                 ));
             }
+            if let Some(c) = &known_good {
+                let got = warm::claim(ctx.engine, &ctx.warm, &ctx.recipe_key, &c.commit, &ctx.run_id, cancel).await?;
+                detail.push_str(&format!("; {}", got.detail));
+                *claimed = Some(got);
+            }
             prepared_state = Some((change, previous, settings));
             Ok((detail, Vec::new()))
         }),
@@ -222,6 +357,7 @@ async fn lifecycle(
         return false;
     };
     report.commit = change.commit.clone();
+    report.version = change.version.clone();
     report.previous_version = previous.as_ref().and_then(|p| p.version.clone());
     let s = &settings;
 

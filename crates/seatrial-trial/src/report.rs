@@ -35,6 +35,32 @@ pub enum TrialResult {
     Error,
 }
 
+/// How a trial treats the app's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialMode {
+    /// From empty volumes; everything is removed at the end.
+    #[default]
+    Cold,
+    /// On the recipe's warm canonical; its known-good data is put back at the end.
+    Quick,
+}
+
+impl TrialMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cold => "cold",
+            Self::Quick => "quick",
+        }
+    }
+}
+
+impl std::fmt::Display for TrialMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The report of a trial, as `--json` writes it.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrialReport {
@@ -43,7 +69,10 @@ pub struct TrialReport {
     #[serde(rename = "ref")]
     pub reference: Option<String>,
     pub commit: Option<String>,
-    pub mode: &'static str,
+    /// The change's release version, when the change is a release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub mode: TrialMode,
     pub stack: String,
     pub domain: String,
     /// The release installed first (`None`: the change itself was installed).

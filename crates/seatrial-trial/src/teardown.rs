@@ -8,7 +8,13 @@ use crate::report::TrialReport;
 use crate::stage::{StageError, record, skip};
 
 /// Always runs (also after failure or cancellation, with its own token), unless `keep`.
-pub(crate) async fn teardown(ctx: &Ctx<'_>, report: &mut TrialReport, deployed: bool) {
+/// `keep_data`: a quick run's canonical keeps its volumes (the restore stage puts them back).
+pub(crate) async fn teardown(
+    ctx: &Ctx<'_>,
+    report: &mut TrialReport,
+    deployed: bool,
+    keep_data: bool,
+) {
     if ctx.config.keep {
         let why = format!(
             "--keep: the app is left up; remove it with `seatrial app undeploy {} --volumes`",
@@ -22,7 +28,7 @@ pub(crate) async fn teardown(ctx: &Ctx<'_>, report: &mut TrialReport, deployed: 
         return;
     }
     let options = UndeployOptions {
-        remove_data: true,
+        remove_data: !keep_data,
         // An interrupted deploy's last request may still be creating something.
         settle: report.interrupted,
         ..UndeployOptions::default()
@@ -39,7 +45,7 @@ pub(crate) async fn teardown(ctx: &Ctx<'_>, report: &mut TrialReport, deployed: 
                     r.removed_secrets.len(),
                     r.removed_configs.len(),
                     seatrial_engine::fmt_duration(r.elapsed)
-                ),
+                ) + if keep_data { "; the canonical's volumes are kept for the restore" } else { "" },
                 Vec::new(),
             )),
             Err(EngineError::StackNotFound { .. }) => Ok(("nothing was left to remove".to_owned(), Vec::new())),

@@ -142,6 +142,24 @@ pub trait VolumeSnapshots: Send + Sync {
     /// From the first volume replaced until the last is done, [`unfinished_restore`] names the
     /// volumes: a restore that dies midway is found by the next caller, who restores again.
     async fn restore_volumes(&self, snapshot: &Path, helper_image: &str) -> Result<RestoreReport>;
+
+    /// The volumes of a stack (those labelled with its namespace) as they are now, sorted by
+    /// name. `created_at` changes whenever a volume is recreated, so a caller that recorded it
+    /// after a restore can tell a volume replaced or removed by hand since.
+    async fn stack_volumes(&self, stack: &str) -> Result<Vec<VolumeState>>;
+
+    /// Removes volumes (a volume already gone counts as removed); refuses one a container
+    /// mounts.
+    async fn remove_volumes(&self, names: &[String]) -> Result<()>;
+}
+
+/// A volume as [`VolumeSnapshots::stack_volumes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeState {
+    pub name: String,
+    /// The engine's creation time of the volume (its `CreatedAt`), when it reports one.
+    pub created_at: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The archive of an empty volume is its root entry and the end marker, a few KiB at most.
@@ -569,6 +587,47 @@ impl SwarmEngine {
 
 #[async_trait]
 impl VolumeSnapshots for SwarmEngine {
+    async fn remove_volumes(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            self.ensure_unused(name).await?;
+            match self
+                .docker()
+                .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(EngineError::api(format!("removing volume `{name}`"))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn stack_volumes(&self, stack: &str) -> Result<Vec<VolumeState>> {
+        let mut out: Vec<VolumeState> = self
+            .docker()
+            .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                filters: Some(crate::swarm::stack_filter(stack)),
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing volumes of stack `{stack}`"
+            )))?
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeState {
+                name: v.name,
+                created_at: v.created_at,
+                labels: v.labels.into_iter().collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     async fn snapshot_volumes(
         &self,
         volumes: &[String],

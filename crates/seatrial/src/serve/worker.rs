@@ -567,6 +567,8 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         base_domain: shared.config.base_domain.clone(),
         overrides,
         keep: false,
+        mode: seatrial_trial::TrialMode::Cold,
+        promote: false,
         data_dir: shared.config.data_dir.clone(),
         janitor_max_age: shared.config.longest_run_timeout() + shared.config.lease,
         liveness: Some(shared.liveness.clone()),
