@@ -105,7 +105,9 @@ fn list(warm: &Warm, json: bool) -> Result<(), Failure> {
                 s.snapshot
                     .taken_at
                     .as_ref()
-                    .map_or("UNREADABLE".to_owned(), |_| human_bytes(s.snapshot.bytes)),
+                    .map_or("UNREADABLE".to_owned(), |_| {
+                        crate::table::human_bytes(s.snapshot.bytes)
+                    }),
                 s.last_used.clone().unwrap_or_else(|| "never".into()),
             ]
         })
@@ -123,21 +125,6 @@ fn list(warm: &Warm, json: bool) -> Result<(), Failure> {
         usize::MAX,
     );
     Ok(())
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 async fn drop(warm: &Warm, recipe: &str, json: bool) -> Result<(), Failure> {

@@ -187,14 +187,6 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
         }
         Ok(Command::Test { quick, commit }) => (quick, commit),
     };
-    if quick {
-        reply(format!(
-            "@{}: quick mode is not available yet; nothing was queued. `{prefix}` runs a full cold trial.",
-            c.user
-        ))
-        .await;
-        return;
-    }
     // Authorization, fail-closed: the allowlist, or membership of the repository's owner org.
     let allowed = if link.config.allow.iter().any(|a| a == &c.user) {
         true
@@ -246,6 +238,18 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
             return;
         }
     };
+    if quick {
+        let key = seatrial_trial::warm::recipe_key(&pull.head_clone_url);
+        let warm = seatrial_trial::warm::Warm::new(&shared.config.data_dir);
+        if !matches!(warm.load(&key), Ok(Some(_))) {
+            reply(format!(
+                "@{}: `{prefix} --quick` needs a warm canonical of `{key}` on this server, and there is none; nothing was queued. An operator makes one with `seatrial warm seed <recipe repository>`; `{prefix}` runs a full cold trial.",
+                c.user
+            ))
+            .await;
+            return;
+        }
+    }
     let enrolled = shared.config.enrolled(&repo.to_string());
     let settings = shared
         .config
@@ -257,7 +261,7 @@ pub async fn handle(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comm
             repo: Some(repo.to_string()),
             pr_number: Some(number),
             commit_sha: Some(sha.clone()),
-            mode: "cold".into(),
+            mode: if quick { "quick" } else { "cold" }.into(),
             trigger: "comment".into(),
             requested_by: Some(c.user.clone()),
             timeout_secs: Some(i64::try_from(settings.timeout.as_secs()).unwrap_or(i64::MAX)),

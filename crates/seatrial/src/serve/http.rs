@@ -265,15 +265,23 @@ async fn api_create(
     match mode.as_str() {
         "cold" => {}
         "quick" => {
-            return Err(ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "quick mode is not available yet; use \"mode\": \"cold\"".into(),
-            ));
+            let key = seatrial_trial::warm::recipe_key(&req.recipe);
+            let warm = seatrial_trial::warm::Warm::new(&shared.config.data_dir);
+            match warm.load(&key) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(ApiError(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        seatrial_trial::warm::no_canonical_message(&key),
+                    ));
+                }
+                Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            }
         }
         other => {
             return Err(ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("unknown mode {other:?}: use \"cold\""),
+                format!("unknown mode {other:?}: use \"cold\" or \"quick\""),
             ));
         }
     }
@@ -590,14 +598,25 @@ async fn readyz(State(shared): State<AppState>) -> Response {
         .into_response()
 }
 
+/// The warm canonicals recorded in the data directory (unreadable records left out).
+fn warm_summaries(data_dir: &std::path::Path) -> Vec<seatrial_trial::warm::Summary> {
+    let warm = seatrial_trial::warm::Warm::new(data_dir);
+    warm.list()
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|c| warm.summary(&c))
+        .collect()
+}
+
 async fn metrics(State(shared): State<AppState>) -> Result<Response, ApiError> {
     let stats = shared.stats().await?;
-    let text = shared.metrics.render(&StoreFigures {
+    let mut text = shared.metrics.render(&StoreFigures {
         queued: stats.queued,
         running: stats.running,
         active_leases: stats.active_leases,
         by_state_and_mode: stats.by_state_and_mode,
     });
+    crate::serve::metrics::render_warm(&mut text, &warm_summaries(&shared.config.data_dir));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -659,6 +678,7 @@ async fn dashboard_queue(State(shared): State<AppState>) -> Response {
                 &queue,
                 &running,
                 shared.config.capacity,
+                &warm_summaries(&shared.config.data_dir),
             ))
             .into_response()
         }

@@ -484,7 +484,20 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         .reference
         .clone()
         .or_else(|| remote.then(|| "HEAD".to_owned()));
-    let (run_id, stack) = seatrial_trial::identity(&run.recipe, reference.as_deref());
+    let (run_id, mut stack) = seatrial_trial::identity(&run.recipe, reference.as_deref());
+    let mode = if run.mode == "quick" {
+        seatrial_trial::TrialMode::Quick
+    } else {
+        seatrial_trial::TrialMode::Cold
+    };
+    if mode == seatrial_trial::TrialMode::Quick {
+        // A quick run uses the recipe's canonical stack; without one the trial's prepare says
+        // so (the canonical may have been dropped since the run was queued).
+        let warm = seatrial_trial::warm::Warm::new(&shared.config.data_dir);
+        if let Ok(Some(c)) = warm.load(&seatrial_trial::warm::recipe_key(&run.recipe)) {
+            stack = c.stack;
+        }
+    }
     tracing::info!(stack = %stack, "trial starts");
     if let Err(e) = shared.store.set_stack(id, &stack).await {
         tracing::error!(error = %e, "cannot record the run's stack");
@@ -567,7 +580,7 @@ async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
         base_domain: shared.config.base_domain.clone(),
         overrides,
         keep: false,
-        mode: seatrial_trial::TrialMode::Cold,
+        mode,
         promote: false,
         data_dir: shared.config.data_dir.clone(),
         janitor_max_age: shared.config.longest_run_timeout() + shared.config.lease,
