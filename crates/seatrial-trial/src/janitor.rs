@@ -464,4 +464,48 @@ mod tests {
         );
         assert!(engine.removed.lock().expect("lock").is_empty());
     }
+
+    #[derive(Debug)]
+    struct Unknown;
+
+    #[async_trait]
+    impl RunLiveness for Unknown {
+        async fn liveness(&self, _: &str, _: &str) -> Liveness {
+            Liveness::Unknown
+        }
+    }
+
+    fn canonical_stack(name: &str) -> LabelledStack {
+        LabelledStack {
+            stack: name.to_owned(),
+            runs: vec!["r1".into()],
+            kinds: vec!["canonical".into()],
+            created: Some("2020-01-01T00:00:00Z".into()),
+            objects: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn canonicals_are_kept_and_only_a_dead_promotion_is_reaped() {
+        let options = JanitorOptions {
+            max_age: Duration::from_secs(1),
+            dry_run: false,
+            protected: ["wrec-000001".to_owned()].into(),
+        };
+        let now = 2_000_000_000;
+        // A recorded canonical: never touched, whatever its run.
+        let (remove, why, _) =
+            decide(&canonical_stack("wrec-000001"), &AllDead, &options, now).await;
+        assert!(!remove, "{why}");
+        assert!(why.contains("warm canonical"), "{why}");
+        // Not recorded here and its run unknown (another data directory's canonical): kept,
+        // however old.
+        let (remove, why, _) =
+            decide(&canonical_stack("wrec-000002"), &Unknown, &options, now).await;
+        assert!(!remove, "{why}");
+        // Not recorded and its run known dead: a promotion killed midway; reaped.
+        let (remove, why, _) =
+            decide(&canonical_stack("wrec-000003"), &AllDead, &options, now).await;
+        assert!(remove, "{why}");
+    }
 }
