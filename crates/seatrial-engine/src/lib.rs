@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use convert::StackPlan;
-pub use error::{AppFailure, EngineError, ErrorKind, FailureReason};
+pub use error::{ApiError, AppFailure, EngineError, ErrorKind, FailureReason};
 pub use labels::RunLabels;
 pub use snapshot::{
     Manifest, RestoreReport, SnapshotMeta, VolumeRecord, VolumeSnapshots, read_manifest,
