@@ -519,6 +519,44 @@ async fn too_long_secret_name_is_refused_before_anything_exists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_plan_names_every_problem_as_deploy_would() {
+    let engine = engine().await;
+    let stack = stack_name("check");
+    let compose = "services:\n  web:\n    image: seatrial-fixture/web:1\n    secrets: [token]\n    configs: [site]\nsecrets:\n  token:\n    file: ./missing\nconfigs:\n  site:\n    file: ../outside\n";
+    let dir = recipe("check", compose, &[]);
+    let bad = plan(&stack, &dir);
+    let at = |err: &EngineError| match err {
+        EngineError::Invalid { findings, .. } => {
+            findings.iter().map(|f| f.at.clone()).collect::<Vec<_>>()
+        }
+        other => panic!("expected the plan to be invalid, got: {other}"),
+    };
+    let checked = engine
+        .check_plan(&bad)
+        .expect_err("a secret and a config without their files are refused");
+    assert_eq!(at(&checked), ["secrets.token", "configs.site"], "{checked}");
+    assert!(
+        SwarmEngine::check_plan_unconnected(&bad).is_err(),
+        "the check before connecting agrees"
+    );
+    let deployed = engine
+        .deploy(&bad, &create())
+        .await
+        .expect_err("deploy refuses what check_plan refuses");
+    assert_eq!(at(&deployed), at(&checked));
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
+
+    let good = recipe(
+        "check-good",
+        "services:\n  web:\n    image: seatrial-fixture/web:1\n",
+        &[],
+    );
+    engine
+        .check_plan(&plan(&stack, &good))
+        .expect("a plain service is a valid plan");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_image_is_refused_before_anything_exists() {
     let engine = engine().await;
     let stack = stack_name("noimg");
