@@ -1,5 +1,8 @@
 //! Deploy, converge and undeploy against the real Docker Swarm engine (`scripts/setup.sh` makes
 //! one). These tests fail — never skip — when no engine answers.
+//!
+//! Longer than 600 lines on purpose: one lifecycle (check, deploy, converge, undeploy) whose
+//! tests share the recipe, plan and leftover helpers at the top.
 
 mod common;
 
