@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use seatrial_engine::{EngineError, ErrorKind};
+use seatrial_engine::ErrorKind;
 use seatrial_recipe::lint;
 use seatrial_recipe::{Recipe, Severity};
 
@@ -62,12 +62,7 @@ pub(crate) fn prepare(
             .check(&recipe.dir, &app, &which)
             .map_err(bad)?;
         let plan = plan(ctx, rev, &app, &mut HashMap::new())?;
-        seatrial_engine::convert::convert(&plan).map_err(|findings| {
-            StageError::from(EngineError::Invalid {
-                stack: ctx.stack.clone(),
-                findings,
-            })
-        })?;
+        ctx.engine.check_plan(&plan)?;
     }
     Ok(s)
 }

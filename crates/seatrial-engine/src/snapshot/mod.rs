@@ -328,12 +328,9 @@ impl SwarmEngine {
                 bollard::errors::Error::DockerResponseServerError {
                     status_code: 404,
                     ref message,
-                } if message.contains("image") => EngineError::Api {
-                    context: format!(
-                        "creating a snapshot helper for volume `{volume}` from image `{image}` (the image must be on the engine: pass an image the app already uses)"
-                    ),
-                    source: e,
-                },
+                } if message.contains("image") => EngineError::api(format!(
+                    "creating a snapshot helper for volume `{volume}` from image `{image}` (the image must be on the engine: pass an image the app already uses)"
+                ))(e),
                 e => EngineError::api(format!(
                     "creating a snapshot helper for volume `{volume}` from image `{image}`"
                 ))(e),
@@ -607,16 +604,8 @@ impl VolumeSnapshots for SwarmEngine {
 
     async fn stack_volumes(&self, stack: &str) -> Result<Vec<VolumeState>> {
         let mut out: Vec<VolumeState> = self
-            .docker()
-            .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
-                filters: Some(crate::swarm::stack_filter(stack)),
-            }))
-            .await
-            .map_err(EngineError::api(format!(
-                "listing volumes of stack `{stack}`"
-            )))?
-            .volumes
-            .unwrap_or_default()
+            .in_stack::<bollard::models::Volume>(stack)
+            .await?
             .into_iter()
             .map(|v| VolumeState {
                 name: v.name,
