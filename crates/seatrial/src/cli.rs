@@ -125,7 +125,7 @@ pub struct JanitorArgs {
 pub enum WarmCommand {
     /// Make (or replace) a recipe's canonical: a cold trial of its latest release (or --ref,
     /// which must be the latest release) that keeps the data (`seatrial test --promote`).
-    Seed(TestArgs),
+    Seed(Box<TestArgs>),
     /// The canonicals on this host, with their versions, volumes and snapshot sizes.
     List {
         /// Print JSON.

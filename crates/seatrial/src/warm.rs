@@ -14,7 +14,7 @@ use crate::exit::{self, Failure};
 pub async fn run(command: WarmCommand) -> Result<(), Failure> {
     let warm = Warm::new(&crate::secrets::data_dir());
     match command {
-        WarmCommand::Seed(args) => seed(args).await,
+        WarmCommand::Seed(args) => seed(*args).await,
         WarmCommand::List { json } => list(&warm, json),
         WarmCommand::Drop { recipe, json } => drop(&warm, &recipe, json).await,
         WarmCommand::Prune {

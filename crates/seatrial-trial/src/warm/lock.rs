@@ -57,10 +57,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_user_waits_until_the_first_is_done() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let path = dir.path().join("r").join("lock");
         let cancel = CancellationToken::new();
-        let first = acquire(&path, &cancel, || {}).await.unwrap().unwrap();
+        let first = acquire(&path, &cancel, || {})
+            .await
+            .expect("test")
+            .expect("test");
         let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let second = {
             let (path, cancel, waited) = (path.clone(), cancel.clone(), waited.clone());
@@ -81,19 +84,22 @@ mod tests {
         let got = tokio::time::timeout(Duration::from_secs(5), second)
             .await
             .expect("the second user never got the lock")
-            .unwrap()
-            .unwrap();
+            .expect("test")
+            .expect("test");
         assert!(got.is_some());
     }
 
     #[tokio::test]
     async fn waiting_ends_on_cancel() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let path = dir.path().join("lock");
         let cancel = CancellationToken::new();
-        let _first = acquire(&path, &cancel, || {}).await.unwrap().unwrap();
+        let _first = acquire(&path, &cancel, || {})
+            .await
+            .expect("test")
+            .expect("test");
         let other = CancellationToken::new();
         other.cancel();
-        assert!(acquire(&path, &other, || {}).await.unwrap().is_none());
+        assert!(acquire(&path, &other, || {}).await.expect("test").is_none());
     }
 }

@@ -284,26 +284,30 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_list_sorted() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let warm = Warm::new(dir.path());
-        assert_eq!(warm.load("b").unwrap(), None);
-        warm.save(&canonical("b")).unwrap();
-        warm.save(&canonical("a")).unwrap();
-        let listed: Vec<String> = warm.list().into_iter().map(|c| c.unwrap().recipe).collect();
+        assert_eq!(warm.load("b").expect("test"), None);
+        warm.save(&canonical("b")).expect("test");
+        warm.save(&canonical("a")).expect("test");
+        let listed: Vec<String> = warm
+            .list()
+            .into_iter()
+            .map(|c| c.expect("test").recipe)
+            .collect();
         assert_eq!(listed, ["a", "b"]);
-        assert_eq!(warm.load("a").unwrap(), Some(canonical("a")));
+        assert_eq!(warm.load("a").expect("test"), Some(canonical("a")));
         assert!(warm.stacks().contains("wa-000001"));
-        warm.remove_record("a").unwrap();
-        assert_eq!(warm.load("a").unwrap(), None);
+        warm.remove_record("a").expect("test");
+        assert_eq!(warm.load("a").expect("test"), None);
     }
 
     #[test]
     fn a_broken_record_is_an_error_naming_the_file_and_the_fix() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let warm = Warm::new(dir.path());
-        std::fs::create_dir_all(warm.recipe_dir("x")).unwrap();
-        std::fs::write(warm.recipe_dir("x").join(RECORD), "{").unwrap();
-        let e = warm.load("x").unwrap_err();
+        std::fs::create_dir_all(warm.recipe_dir("x")).expect("test");
+        std::fs::write(warm.recipe_dir("x").join(RECORD), "{").expect("test");
+        let e = warm.load("x").expect_err("test");
         assert!(
             e.contains("canonical.json") && e.contains("seatrial warm drop x"),
             "{e}"
@@ -312,12 +316,12 @@ mod tests {
 
     #[test]
     fn in_use_marks_name_the_run() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let warm = Warm::new(dir.path());
         assert_eq!(warm.in_use("a"), None);
-        warm.mark_in_use("a", "run1").unwrap();
+        warm.mark_in_use("a", "run1").expect("test");
         assert_eq!(warm.in_use("a").as_deref(), Some("run1"));
-        warm.clear_in_use("a").unwrap();
+        warm.clear_in_use("a").expect("test");
         assert_eq!(warm.in_use("a"), None);
     }
 }
