@@ -518,12 +518,20 @@ fn shared() -> SharedUse {
     if guard.is_none() {
         let recipe = Recipe::new("s");
         let (o, promote) = recipe.test("1.1.0+1", &["--promote"]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "--promote of the latest release passes: {}",
-            text(&o)
-        );
+        if o.status.code() != Some(0) {
+            // Whatever a half-done promotion recorded (without asserting on `warm list`).
+            let listed: Option<Value> =
+                serde_json::from_slice(&recipe.seatrial(&["warm", "list", "--json"]).stdout).ok();
+            let first = listed.as_ref().and_then(|l| l.get(0));
+            recipe.remove_everything(first);
+            // This user is done too: the count still reaches SHARED_USERS.
+            SHARED_DONE.fetch_add(1, Ordering::SeqCst);
+            panic!(
+                "--promote of the latest release passes, exit {:?}: {}",
+                o.status.code(),
+                text(&o)
+            );
+        }
         let canonical = recipe.canonical();
         let known_good = contents(&canonical);
         *guard = Some(Shared {
@@ -555,26 +563,17 @@ fn promote_of_the_latest_release_makes_an_undeployed_canonical() {
     );
 
     let c = &s.canonical;
-    let mut keys: Vec<&str> = c
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "commit",
-            "last_used",
-            "recipe",
-            "snapshot",
-            "stack",
-            "version",
-            "volumes"
-        ],
-        "{c:#}"
-    );
+    for key in [
+        "recipe",
+        "stack",
+        "version",
+        "commit",
+        "volumes",
+        "snapshot",
+        "last_used",
+    ] {
+        assert!(c.get(key).is_some(), "warm list shows {key}: {c:#}");
+    }
     assert_eq!(c["recipe"], *s.recipe.name);
     assert_eq!(c["version"], "1.1.0+1");
     assert_eq!(c["commit"], *s.recipe.commit("1.1.0+1"));
