@@ -304,7 +304,7 @@ fn names_in(dir: &Path) -> Vec<String> {
 
 /// The plain volume is read from its mountpoint (GNU tar, this host) when `local` is on, else
 /// through the archive API; the one with driver options always goes through the archive API.
-/// Restores always go through the archive API.
+/// Restores take the same way: unpacked into the plain volume's mountpoint when `local` is on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_restores_every_byte_owner_mode_and_deletion() {
     round_trip(engine().await, "roundtrip", "_data").await;
@@ -424,6 +424,76 @@ async fn round_trip(engine: SwarmEngine, test: &str, plain_root: &str) {
     assert_eq!(verify_snapshot(&dest).expect("verifies"), second);
     let parent = dest.parent().expect("parent");
     assert_eq!(names_in(parent), [".known-good.lock", "known-good"]);
+}
+
+/// Entries a local restore set aside next to the volume's mountpoint and did not delete.
+fn set_aside_left(volume: &str) -> Vec<String> {
+    let parent = mountpoint(volume)
+        .parent()
+        .expect("the mountpoint's parent")
+        .to_owned();
+    names_in(&parent)
+        .into_iter()
+        .filter(|n| n.starts_with("seatrial-restore-old-"))
+        .collect()
+}
+
+/// A snapshot read one way restores the other way, byte for byte: through the archive API into
+/// the local mountpoint (the tar's top directory renamed on the fly), and from the mountpoint
+/// back through the archive API; also into a volume that was removed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_restore_across_the_local_and_archive_ways() {
+    let local = engine().await;
+    let api = engine().await.with_local_snapshots(false);
+    let mut res = Resources::new("cross");
+    let data = res.volume("data", &["--label", "keep=me"]);
+    res.sh(&data, POPULATE);
+    let before = listing(&data);
+    let described = inspect(&data);
+    let volumes = vec![data.clone()];
+
+    let (_tmp, dest) = snapshot_dir();
+    let manifest = api
+        .snapshot_volumes(&volumes, &dest, IMAGE, &meta())
+        .await
+        .expect("snapshot through the archive API");
+    assert_eq!(manifest.volumes[0].archive_root, "seatrial-volume");
+    res.sh(&data, MODIFY);
+    local
+        .restore_volumes(&dest, IMAGE)
+        .await
+        .expect("local restore");
+    assert_eq!(listing(&data), before, "archive API tar → mountpoint");
+    assert_eq!(inspect(&data), described, "driver, options and labels kept");
+    assert!(
+        set_aside_left(&data).is_empty(),
+        "the old contents are deleted"
+    );
+    assert!(
+        helpers(&volumes).is_empty(),
+        "no helper for a local restore"
+    );
+
+    docker(&["volume", "rm", &data]);
+    local
+        .restore_volumes(&dest, IMAGE)
+        .await
+        .expect("local restore of a removed volume");
+    assert_eq!(listing(&data), before, "a removed volume is recreated");
+    assert_eq!(inspect(&data), described, "recreated with its labels");
+
+    let (_tmp2, dest2) = snapshot_dir();
+    let manifest = local
+        .snapshot_volumes(&volumes, &dest2, IMAGE, &meta())
+        .await
+        .expect("local snapshot");
+    assert_eq!(manifest.volumes[0].archive_root, "_data");
+    res.sh(&data, MODIFY);
+    api.restore_volumes(&dest2, IMAGE)
+        .await
+        .expect("restore through the archive API");
+    assert_eq!(listing(&data), before, "local tar → archive API");
+    assert_eq!(inspect(&data), described);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

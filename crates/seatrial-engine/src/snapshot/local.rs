@@ -1,8 +1,9 @@
-//! The fast path of a snapshot when the engine runs on this host: GNU tar reads a plain local
-//! volume straight from its mountpoint (no archive API in between). The tar it writes restores
-//! through the archive API like any other.
+//! The fast paths when the engine runs on this host and the volume is a plain local one: GNU tar
+//! reads the volume straight from its mountpoint for a snapshot, and unpacks a (verified)
+//! snapshot straight into it for a restore — no archive API in between. Their tars are the same
+//! format as the archive API's, so either side may be taken the other way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use bytes::Bytes;
@@ -100,4 +101,166 @@ pub(super) async fn read(
         ))));
     }
     Ok(written)
+}
+
+/// Where a restore sets the volume's previous contents aside (next to its mountpoint, on the
+/// same file system, outside the data) while they are deleted.
+const SET_ASIDE_PREFIX: &str = "seatrial-restore-old-";
+
+/// Replaces the contents of the local volume mounted at `mountpoint` with the tar at `tar`
+/// (entries `<archive_root>/...`, the first being the volume's root): its present entries are
+/// moved aside — and deleted on another thread while GNU tar unpacks — so nothing old is merged
+/// into the new contents, and the root's own mode and owner come from the tar.
+///
+/// The caller has verified the tar against its manifest and checked that no container mounts
+/// the volume, and marks the restore unfinished until it returns.
+pub(super) async fn restore(
+    mountpoint: &Path,
+    archive_root: &str,
+    tar: &Path,
+    volume: &str,
+) -> Result<()> {
+    let parent = mountpoint.parent().map(Path::to_owned).unwrap_or_default();
+    let root = mountpoint
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let failed = |path: &Path| {
+        let (volume, path) = (volume.to_owned(), path.to_owned());
+        move |source: std::io::Error| EngineError::SnapshotIo {
+            action: format!("restoring volume `{volume}` into its mountpoint"),
+            path,
+            source,
+            hint: "the volume is incomplete: fix the cause and restore again".to_owned(),
+        }
+    };
+    let aside = {
+        let (parent, emptied) = (parent.clone(), mountpoint.to_owned());
+        tokio::task::spawn_blocking(move || set_aside(&parent, &emptied))
+            .await
+            .map_err(|e| EngineError::Cancelled {
+                context: format!("emptying volume `{volume}` ({e})"),
+            })?
+            .map_err(failed(mountpoint))?
+    };
+    // The old contents go while the new ones are unpacked: deleting a large volume is mostly
+    // waiting on the file system, and must not wait for the unpacking nor the other way round.
+    let deleting = tokio::task::spawn_blocking(move || {
+        let removed = std::fs::remove_dir_all(&aside);
+        (aside, removed)
+    });
+    let mut command = tokio::process::Command::new("tar");
+    command
+        .args([
+            "--extract",
+            "--numeric-owner",
+            "--same-owner",
+            "--preserve-permissions",
+            "--xattrs",
+            "--xattrs-include=*",
+        ])
+        .arg(format!("--file={}", tar.display()))
+        .arg("--directory")
+        .arg(&parent);
+    if archive_root != root {
+        // Entries `<archive_root>/x` become `<root>/x`; hard link targets too, symlink targets
+        // (the data itself) never.
+        command.arg(format!(
+            "--transform=s,^{}\\(/\\|$\\),{}\\1,S",
+            escape(archive_root, "\\.[]*^$,"),
+            escape(&root, "\\&,")
+        ));
+    }
+    let unpacked = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(failed(tar))?;
+    let (aside, removed) = deleting.await.map_err(|e| EngineError::Cancelled {
+        context: format!("deleting the previous contents of volume `{volume}` ({e})"),
+    })?;
+    if !unpacked.status.success() {
+        return Err(failed(tar)(std::io::Error::other(format!(
+            "tar exited with {}: {}",
+            unpacked.status,
+            String::from_utf8_lossy(&unpacked.stderr).trim()
+        ))));
+    }
+    if let Err(e) = removed {
+        // Outside the volume's data: it costs disk only, and the next restore retries.
+        tracing::warn!(dir = %aside.display(), error = %e, "could not delete a restored volume's previous contents");
+    }
+    Ok(())
+}
+
+/// Moves every entry of `mountpoint` into a new directory beside it and returns that directory;
+/// first deletes what an interrupted restore set aside there. Fails unless `mountpoint` is empty
+/// afterwards.
+fn set_aside(parent: &Path, mountpoint: &Path) -> std::io::Result<PathBuf> {
+    for entry in std::fs::read_dir(parent)?.map_while(std::result::Result::ok) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SET_ASIDE_PREFIX)
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(dir = %entry.path().display(), error = %e, "could not delete what an interrupted restore set aside");
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let aside = parent.join(format!("{SET_ASIDE_PREFIX}{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&aside)?;
+    for entry in std::fs::read_dir(mountpoint)? {
+        let entry = entry?;
+        let from = entry.path();
+        match std::fs::rename(&from, aside.join(entry.file_name())) {
+            Ok(()) => {}
+            // A mount inside the volume's directory: delete in place instead.
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(&from)?;
+                } else {
+                    std::fs::remove_file(&from)?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if std::fs::read_dir(mountpoint)?.next().is_some() {
+        return Err(std::io::Error::other(
+            "entries appeared in the volume while it was emptied: something uses it",
+        ));
+    }
+    Ok(aside)
+}
+
+/// `text` with a backslash before each of `special` (for a tar --transform expression).
+fn escape(text: &str, special: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if special.contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn transform_parts_are_escaped() {
+        assert_eq!(escape("seatrial-volume", "\\.[]*^$,"), "seatrial-volume");
+        assert_eq!(escape("a.b,c", "\\.[]*^$,"), "a\\.b\\,c");
+        assert_eq!(escape("_data&", "\\&,"), "_data\\&");
+    }
 }
