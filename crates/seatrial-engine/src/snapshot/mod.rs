@@ -12,7 +12,7 @@
 //! it); keeping two directories from working on the same volume at once is the caller's job
 //! (a canonical is used by one run at a time).
 
-mod disk;
+pub(crate) mod disk;
 mod local;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +43,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
 /// Where a helper mounts the volume; the tar's entries are `<ARCHIVE_ROOT>/...`, its first entry
 /// the volume's root directory (so its mode and owner are restored too).
-const ARCHIVE_ROOT: &str = "seatrial-volume";
+pub(crate) const ARCHIVE_ROOT: &str = "seatrial-volume";
 /// Chunks in flight between the engine connection and the file (each at most [`disk::CHUNK`]).
 const CHANNEL_DEPTH: usize = 8;
 

@@ -1226,39 +1226,7 @@ impl Engine for SwarmEngine {
         {
             all.push(c.spec.and_then(|s| s.labels).unwrap_or_default());
         }
-        let mut stacks: std::collections::BTreeMap<String, LabelledStack> = Default::default();
-        for labels in all {
-            // Only objects in a stack namespace: seatrial never touches anything else.
-            let Some(stack) = labels.get(STACK_NAMESPACE) else {
-                continue;
-            };
-            let entry = stacks
-                .entry(stack.clone())
-                .or_insert_with(|| LabelledStack {
-                    stack: stack.clone(),
-                    runs: Vec::new(),
-                    kinds: Vec::new(),
-                    created: None,
-                    objects: 0,
-                });
-            entry.objects += 1;
-            for (key, list) in [
-                (crate::labels::RUN, &mut entry.runs),
-                (crate::labels::KIND, &mut entry.kinds),
-            ] {
-                if let Some(v) = labels.get(key)
-                    && !list.contains(v)
-                {
-                    list.push(v.clone());
-                }
-            }
-            if let Some(created) = labels.get(CREATED)
-                && entry.created.as_ref().is_none_or(|c| created < c)
-            {
-                entry.created = Some(created.clone());
-            }
-        }
-        Ok(stacks.into_values().collect())
+        Ok(crate::labels::group_by_stack(all))
     }
 
     async fn service_labels(&self, service: &str) -> Result<HashMap<String, String>> {
