@@ -363,6 +363,7 @@ impl Engine for FakeEngine {
             }
         }
         let mut quiet_since: Option<Instant> = None;
+        let mut removed_before = 0;
         loop {
             let now = Instant::now();
             let left = {
@@ -397,6 +398,15 @@ impl Engine for FakeEngine {
                 }
             };
             observer.undeploy(&left);
+            let removed = report.removed_volumes.len()
+                + report.removed_networks.len()
+                + report.removed_secrets.len()
+                + report.removed_configs.len();
+            if removed != removed_before {
+                // Something was there to remove: the quiet moment starts again.
+                removed_before = removed;
+                quiet_since = None;
+            }
             if left.is_empty() {
                 // Something may still appear (a task was starting): gone only after a quiet while.
                 let since = *quiet_since.get_or_insert(now);
