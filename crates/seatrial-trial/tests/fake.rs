@@ -135,15 +135,17 @@ fn engine() -> FakeEngine {
     FakeEngine::new().with_settle(Duration::from_millis(200))
 }
 
-async fn trial(engine: &FakeEngine, recipe: &Path, data: &Path) -> TrialReport {
+/// Runs a trial of the recipe `make` writes (into a fresh directory), with every service `app`
+/// behaving as `app`; returns the engine to inspect after it.
+async fn trial(app: Behaviour, make: impl FnOnce(&Path) -> PathBuf) -> (FakeEngine, TrialReport) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let engine = engine();
+    engine.script("app", app);
+    let recipe = make(root.path());
     let port = serve_ok().await;
-    seatrial_trial::run(
-        engine,
-        config(recipe, data, port),
-        &Quiet,
-        CancellationToken::new(),
-    )
-    .await
+    let config = config(&recipe, root.path(), port);
+    let report = seatrial_trial::run(&engine, config, &Quiet, CancellationToken::new()).await;
+    (engine, report)
 }
 
 fn stages(report: &TrialReport) -> Vec<(&'static str, StageResult)> {
@@ -172,10 +174,11 @@ fn torn_down(engine: &FakeEngine, report: &TrialReport) {
 
 #[tokio::test]
 async fn a_good_change_passes_every_stage() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let engine = engine();
-    engine.script("app", Behaviour::healthy_after(Duration::from_millis(30)));
-    let report = trial(&engine, &recipe_with_release(root.path()), root.path()).await;
+    let (engine, report) = trial(
+        Behaviour::healthy_after(Duration::from_millis(30)),
+        recipe_with_release,
+    )
+    .await;
     use StageResult::Pass;
     assert_eq!(
         stages(&report),
@@ -206,15 +209,13 @@ async fn a_good_change_passes_every_stage() {
 
 #[tokio::test]
 async fn a_service_that_never_gets_healthy_fails_the_install() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let engine = engine();
-    engine.script(
-        "app",
+    let (engine, report) = trial(
         Behaviour::never_healthy()
             .fails_every(Duration::from_millis(20))
             .logs(&["cannot open /data/db"]),
-    );
-    let report = trial(&engine, &recipe_with_release(root.path()), root.path()).await;
+        recipe_with_release,
+    )
+    .await;
     assert_eq!(report.result, TrialResult::Fail);
     assert_eq!(
         stages(&report),
@@ -237,15 +238,13 @@ async fn a_service_that_never_gets_healthy_fails_the_install() {
 
 #[tokio::test]
 async fn an_upgrade_that_swarm_rolls_back_fails_the_upgrade() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let engine = engine();
-    engine.script(
-        "app",
+    let (engine, report) = trial(
         Behaviour::healthy_after(Duration::from_millis(10))
             .rolls_back_on_update()
             .fails_every(Duration::from_millis(30)),
-    );
-    let report = trial(&engine, &recipe_with_release(root.path()), root.path()).await;
+        recipe_with_release,
+    )
+    .await;
     assert_eq!(report.result, TrialResult::Fail);
     use StageResult::{Fail, Pass};
     assert_eq!(
@@ -268,16 +267,13 @@ async fn an_upgrade_that_swarm_rolls_back_fails_the_upgrade() {
 
 #[tokio::test]
 async fn a_task_failing_after_convergence_fails_the_trial() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let engine = engine();
     // Up after 10 ms, a task dies 100 ms later — while the recipe's tests run.
-    engine.script(
-        "app",
+    let (engine, report) = trial(
         Behaviour::healthy_after(Duration::from_millis(10))
             .fails_after_converged(Duration::from_millis(100)),
-    );
-    let recipe = plain_recipe(root.path(), "sleep 0.4");
-    let report = trial(&engine, &recipe, root.path()).await;
+        |root| plain_recipe(root, "sleep 0.4"),
+    )
+    .await;
     assert_eq!(report.result, TrialResult::Fail);
     let tests = stage(&report, "tests");
     assert_eq!(tests.result, StageResult::Fail);
@@ -292,17 +288,14 @@ async fn a_task_failing_after_convergence_fails_the_trial() {
 
 #[tokio::test]
 async fn a_volume_created_as_the_teardown_starts_is_removed_too() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let engine = engine();
     // The install fails before the agent has made the task's container (and its volume).
-    engine.script(
-        "app",
+    let (engine, report) = trial(
         Behaviour::never_healthy()
             .fails_every(Duration::from_millis(20))
             .container_created_after(Duration::from_millis(150)),
-    );
-    let recipe = plain_recipe(root.path(), "exit 0");
-    let report = trial(&engine, &recipe, root.path()).await;
+        |root| plain_recipe(root, "exit 0"),
+    )
+    .await;
     assert_eq!(stage(&report, "install").result, StageResult::Fail);
     let teardown = &stage(&report, "teardown").detail;
     assert!(teardown.contains("1 volume(s)"), "{teardown}");

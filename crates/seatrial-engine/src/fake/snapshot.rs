@@ -13,10 +13,10 @@ use tokio::time::Instant as TokioInstant;
 
 use super::{FakeEngine, FakeVolume};
 use crate::labels;
-use crate::snapshot::disk::{self, Check};
+use crate::snapshot::disk;
 use crate::snapshot::{
     ARCHIVE_ROOT, MANIFEST_FORMAT, Manifest, RestoreReport, SnapshotMeta, VolumeRecord,
-    VolumeSnapshots, is_volume_name,
+    VolumeSnapshots, distinct_volume_names,
 };
 use crate::{EngineError, Result};
 
@@ -136,39 +136,15 @@ impl VolumeSnapshots for FakeEngine {
         helper_image: &str,
         meta: &SnapshotMeta,
     ) -> Result<Manifest> {
-        let mut names: Vec<&String> = Vec::new();
-        for name in volumes {
-            if !is_volume_name(name) {
-                return Err(EngineError::VolumeNotFound {
-                    volume: name.clone(),
-                });
-            }
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
+        let names = distinct_volume_names(volumes)?;
         let taken_at = labels::now_rfc3339();
-        let lock = disk::SnapshotLock::acquire(dest)?;
-        disk::recover(dest)?;
-        if let Some(unfinished) = disk::unfinished_restore(dest)? {
-            let incomplete: Vec<String> = names
-                .iter()
-                .filter(|n| unfinished.is_empty() || unfinished.contains(n))
-                .map(|n| (*n).clone())
-                .collect();
-            if !incomplete.is_empty() {
-                return Err(EngineError::RestoreUnfinished {
-                    snapshot: dest.to_owned(),
-                    volumes: incomplete,
-                });
-            }
-        }
+        let lock = disk::lock_for_snapshot(dest, &names)?;
         let mut described = Vec::new();
         for name in &names {
             let volume = self
                 .volume(name)
                 .ok_or_else(|| EngineError::VolumeNotFound {
-                    volume: (*name).clone(),
+                    volume: name.clone(),
                 })?;
             self.ensure_unused(name)?;
             described.push(volume);
@@ -204,23 +180,14 @@ impl VolumeSnapshots for FakeEngine {
             helper_image: helper_image.to_owned(),
             volumes: records,
         };
-        disk::write_manifest(&staging.dir, &manifest, &staging.kept_hint())?;
-        if disk::check_snapshot(&staging.dir, Check::Contents)? != manifest {
-            return Err(invalid(
-                &staging.dir,
-                "the manifest read back differs from the one written".to_owned(),
-            ));
-        }
-        staging.commit()?;
+        disk::finish(staging, &manifest)?;
         drop(lock);
         Ok(manifest)
     }
 
     async fn restore_volumes(&self, snapshot: &Path, _helper_image: &str) -> Result<RestoreReport> {
         let started = Instant::now();
-        let lock = disk::SnapshotLock::acquire(snapshot)?;
-        disk::recover(snapshot)?;
-        let manifest = crate::verify_snapshot(snapshot)?;
+        let (lock, manifest) = disk::lock_for_restore(snapshot)?;
         for record in &manifest.volumes {
             if self.volume(&record.name).is_some() {
                 self.ensure_unused(&record.name)?;

@@ -103,6 +103,51 @@ impl SnapshotLock {
     }
 }
 
+/// Locks `dest` for a new snapshot of `volumes`, after [`recover`]; refuses volumes that an
+/// unfinished restore from `dest` left incomplete (snapshotting them would keep the damage).
+pub(crate) fn lock_for_snapshot(dest: &Path, volumes: &[String]) -> Result<SnapshotLock> {
+    let lock = SnapshotLock::acquire(dest)?;
+    recover(dest)?;
+    if let Some(unfinished) = unfinished_restore(dest)? {
+        let incomplete: Vec<String> = volumes
+            .iter()
+            .filter(|n| unfinished.is_empty() || unfinished.contains(n))
+            .cloned()
+            .collect();
+        if !incomplete.is_empty() {
+            return Err(EngineError::RestoreUnfinished {
+                snapshot: dest.to_owned(),
+                volumes: incomplete,
+            });
+        }
+    }
+    Ok(lock)
+}
+
+/// Locks `snapshot` for a restore, after [`recover`], and checks every file against its manifest.
+pub(crate) fn lock_for_restore(snapshot: &Path) -> Result<(SnapshotLock, Manifest)> {
+    let lock = SnapshotLock::acquire(snapshot)?;
+    recover(snapshot)?;
+    Ok((lock, verify_snapshot(snapshot)?))
+}
+
+/// Writes the manifest into a staged snapshot, reads it back after the sync — the manifest as
+/// written, every file at its size — and swaps the snapshot in. The checksums were computed from
+/// the very bytes written (a re-read would only come from the page cache), so they are not
+/// computed twice; every restore checks them before touching a volume.
+pub(crate) fn finish(staging: Staging, manifest: &Manifest) -> Result<()> {
+    write_manifest(&staging.dir, manifest, &staging.kept_hint())?;
+    let written = check_snapshot(&staging.dir, Check::Sizes)?;
+    if written != *manifest {
+        return Err(EngineError::SnapshotInvalid {
+            dir: staging.dir.clone(),
+            problems: vec!["the manifest read back differs from the one written".to_owned()],
+            reseed: staging.kept_hint(),
+        });
+    }
+    staging.commit()
+}
+
 /// Under the lock: puts back a previous snapshot that a crash left between two renames, and
 /// removes snapshots that were being written when their process died.
 pub(crate) fn recover(dest: &Path) -> Result<()> {
