@@ -3,13 +3,15 @@
 //! repository with one release and a change), a local HTTP server standing in for the app's
 //! task, and scripted services — each trial runs in well under a second.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use seatrial_engine::fake::{Behaviour, FakeEngine};
-use seatrial_engine::{Engine, ProgressObserver};
-use seatrial_trial::settings::Overrides;
+use seatrial_engine::labels::RunLabels;
+use seatrial_engine::{DeployOptions, Engine, ProgressObserver, StackPlan};
+use seatrial_trial::settings::{Overrides, Strategy};
 use seatrial_trial::{
     StageReport, StageResult, TrialConfig, TrialObserver, TrialReport, TrialResult, Trust,
 };
@@ -341,4 +343,72 @@ async fn cancelling_mid_install_interrupts_and_still_tears_down() {
         "did not wait for the 60 s convergence"
     );
     torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn the_exec_probe_runs_in_the_task_and_its_failure_fails_serve() {
+    for (code, output, serves) in [(0, "ready", true), (7, "db not migrated", false)] {
+        let root = tempfile::tempdir().expect("tempdir");
+        let engine = engine();
+        engine.script("app", Behaviour::default().exec_answers(code, output));
+        let recipe = plain_recipe(root.path(), "exit 0");
+        let mut config = config(&recipe, root.path(), 1);
+        config.overrides.strategy = Some(Strategy::Exec);
+        config.overrides.command = Some(vec!["check-ready".to_owned()]);
+        config.overrides.probe_timeout = Some(Duration::from_millis(300));
+        let report = seatrial_trial::run(&engine, config, &Quiet, CancellationToken::new()).await;
+        let serve = stage(&report, "serve");
+        if serves {
+            assert_eq!(serve.result, StageResult::Pass, "{}", serve.detail);
+            assert!(serve.detail.contains("exit 0: ready"), "{}", serve.detail);
+            assert_eq!(report.result, TrialResult::Pass);
+        } else {
+            assert_eq!(serve.result, StageResult::Fail);
+            assert!(
+                serve.detail.contains("exit 7: db not migrated"),
+                "{}",
+                serve.detail
+            );
+            assert_eq!(report.result, TrialResult::Fail);
+        }
+        torn_down(&engine, &report);
+    }
+}
+
+#[tokio::test]
+async fn prepare_reaps_what_a_killed_trial_left_and_keeps_other_apps() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let engine = engine();
+    let recipe = plain_recipe(root.path(), "exit 0");
+    let compose = seatrial_recipe::load_compose(&recipe).expect("compose");
+    for (stack, kind) in [("tkilled-000001", "trial"), ("someapp", "app")] {
+        let plan = StackPlan {
+            stack: stack.to_owned(),
+            compose: compose.compose.clone(),
+            base_dir: recipe.clone(),
+            labels: RunLabels::new(format!("run-of-{stack}"), "plain", kind),
+            env: HashMap::new(),
+            secret_values: HashMap::new(),
+        };
+        engine
+            .deploy(&plan, &DeployOptions::default())
+            .await
+            .expect("left behind");
+    }
+    let port = serve_ok().await;
+    let mut config = config(&recipe, root.path(), port);
+    config.janitor_max_age = Duration::ZERO;
+    let report = seatrial_trial::run(&engine, config, &Quiet, CancellationToken::new()).await;
+    let prepare = &stage(&report, "prepare").detail;
+    assert!(
+        prepare.contains("janitor removed stale trial stack(s): tkilled-000001"),
+        "{prepare}"
+    );
+    assert!(engine.leftovers("tkilled-000001").is_empty());
+    assert_eq!(
+        engine.services("someapp"),
+        ["someapp_app"],
+        "an app that is not a trial is never reaped"
+    );
+    assert_eq!(report.result, TrialResult::Pass);
 }
