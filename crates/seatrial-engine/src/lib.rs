@@ -12,6 +12,7 @@ pub mod error;
 pub mod fake;
 pub mod labels;
 pub mod snapshot;
+mod stability;
 mod swarm;
 
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! and ps read the scripted timeline with the Swarm engine's rules and error kinds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use seatrial_recipe::compose::{DeployMode as ComposeMode, MountKind};
@@ -14,10 +13,11 @@ use super::model::{Look, Object, Service, failure_reason, plan_objects, port_tex
 use super::{DEFAULT_SETTLE, FakeEngine, FakeVolume, missing};
 use crate::error::{AppFailure, EngineError, FailureReason};
 use crate::labels::{CREATED, STACK_NAMESPACE};
+use crate::stability::{Stability, Step};
 use crate::{
-    ConvergeOptions, ConvergeProgress, ConvergeReport, DeployMode, DeployOptions, DeployOutcome,
-    Engine, EngineInfo, LabelledStack, ProgressObserver, Result, ServiceStatus, StackPlan,
-    TaskAddress, UndeployOptions, UndeployReport,
+    ConvergeOptions, ConvergeReport, DeployMode, DeployOptions, DeployOutcome, Engine, EngineInfo,
+    LabelledStack, ProgressObserver, Result, ServiceStatus, StackPlan, TaskAddress,
+    UndeployOptions, UndeployReport,
 };
 
 impl FakeEngine {
@@ -273,11 +273,9 @@ impl Engine for FakeEngine {
         options: &ConvergeOptions,
         observer: &dyn ProgressObserver,
     ) -> Result<ConvergeReport> {
-        let started = Instant::now();
-        let deadline = started + options.timeout;
-        let mut stable_since: Option<Instant> = None;
+        let mut stability = Stability::start(options);
         loop {
-            let (looks, failure) = self.look(stack, options.max_task_failures);
+            let (mut looks, failure) = self.look(stack, options.max_task_failures);
             if looks.is_empty() {
                 return Err(EngineError::StackNotFound {
                     stack: stack.to_owned(),
@@ -286,36 +284,12 @@ impl Engine for FakeEngine {
             if let Some(reason) = failure {
                 return Err(self.failure(stack, reason, &looks, options));
             }
-            let now = Instant::now();
-            let services: Vec<ServiceStatus> = looks.iter().map(|l| l.status.clone()).collect();
-            let window = if services.iter().all(|s| s.healthcheck) {
-                Duration::ZERO
-            } else {
-                options.stable_for
-            };
-            if services.iter().all(|s| s.converged) {
-                let since = *stable_since.get_or_insert(now);
-                let stable = now - since;
-                if stable >= window {
-                    return Ok(ConvergeReport {
-                        elapsed: now - started,
-                        services,
-                    });
-                }
-                observer.converge(&ConvergeProgress {
-                    elapsed: now - started,
-                    services,
-                    stabilizing: Some(window - stable),
-                });
-            } else {
-                stable_since = None;
-                observer.converge(&ConvergeProgress {
-                    elapsed: now - started,
-                    services,
-                    stabilizing: None,
-                });
-                if now >= deadline {
-                    let mut looks = looks;
+            let services = looks.iter().map(|l| l.status.clone()).collect();
+            match stability.step(services, observer) {
+                Step::Done(report) => return Ok(report),
+                Step::WaitUntil(at) => self.wait(at).await,
+                Step::TimedOut => {
+                    // The failure report names the first service not converged.
                     if let Some(i) = looks.iter().position(|l| !l.status.converged) {
                         let l = looks.remove(i);
                         looks.insert(0, l);
@@ -326,11 +300,6 @@ impl Engine for FakeEngine {
                     return Err(self.failure(stack, reason, &looks, options));
                 }
             }
-            let wake_at = match stable_since {
-                Some(since) => (since + window).min(deadline),
-                None => deadline,
-            };
-            self.wait(wake_at).await;
         }
     }
 
