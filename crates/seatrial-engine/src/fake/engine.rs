@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use seatrial_recipe::compose::{DeployMode as ComposeMode, MountKind};
-use seatrial_recipe::naming::{check_stack_name, guard_names, resource_name, scoped};
-use seatrial_recipe::{Finding, Severity};
+use seatrial_recipe::naming::{resource_name, scoped};
 use tokio::time::Instant;
 
 use super::model::{Look, Object, Service, failure_reason, plan_objects, port_text, sorted};
@@ -97,36 +96,6 @@ impl FakeEngine {
         let at = self.next_change().map_or(until, |t| t.min(until));
         tokio::time::sleep_until(at).await;
     }
-
-    fn check(plan: &StackPlan) -> Result<()> {
-        let mut findings: Vec<Finding> = guard_names(&plan.compose, &plan.stack);
-        if let Err(message) = check_stack_name(&plan.stack) {
-            findings.push(Finding {
-                severity: Severity::Error,
-                at: "stack name".into(),
-                message,
-                hint: "choose another --name".into(),
-            });
-        }
-        for (key, svc) in &plan.compose.services {
-            if svc.image.as_deref().is_none_or(str::is_empty) {
-                findings.push(Finding {
-                    severity: Severity::Error,
-                    at: format!("services.{key}.image"),
-                    message: "no image".into(),
-                    hint: "set `image:`".into(),
-                });
-            }
-        }
-        if findings.is_empty() {
-            Ok(())
-        } else {
-            Err(EngineError::Invalid {
-                stack: plan.stack.clone(),
-                findings,
-            })
-        }
-    }
 }
 
 #[async_trait]
@@ -139,8 +108,13 @@ impl Engine for FakeEngine {
         })
     }
 
+    /// The Swarm engine's own check: the fake refuses exactly what a real deploy would.
+    fn check_plan(&self, plan: &StackPlan) -> Result<()> {
+        crate::convert::convert(plan).map(drop)
+    }
+
     async fn deploy(&self, plan: &StackPlan, options: &DeployOptions) -> Result<DeployOutcome> {
-        Self::check(plan)?;
+        self.check_plan(plan)?;
         let stack = plan.stack.as_str();
         let now = Instant::now();
         let mut guard = self.state();
@@ -387,13 +361,12 @@ impl Engine for FakeEngine {
             }
             quiet_since = None;
             if now >= deadline {
-                return Err(EngineError::Api {
-                    context: format!(
-                        "waiting for stack `{stack}` to be removed: still there after {}: {left:?}",
-                        crate::fmt_duration(options.timeout)
-                    ),
-                    source: bollard::errors::Error::RequestTimeoutError,
-                });
+                return Err(EngineError::api(format!(
+                    "waiting for stack `{stack}` to be removed: still there after {}: {left:?}",
+                    crate::fmt_duration(options.timeout)
+                ))(
+                    bollard::errors::Error::RequestTimeoutError
+                ));
             }
             self.wait(deadline).await;
         }

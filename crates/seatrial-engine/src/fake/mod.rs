@@ -60,13 +60,10 @@ pub struct FakeEngine {
 
 /// An engine answer for something that does not exist, as Docker gives it (404).
 fn missing(context: String, what: &str) -> EngineError {
-    EngineError::Api {
-        context,
-        source: bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            message: format!("{what} not found"),
-        },
-    }
+    EngineError::api(context)(bollard::errors::Error::DockerResponseServerError {
+        status_code: 404,
+        message: format!("{what} not found"),
+    })
 }
 
 impl FakeEngine {

@@ -33,7 +33,7 @@ volumes:
   data:
 secrets:
   token:
-    file: ./token
+    environment: TOKEN
 configs:
   motd:
     content: hello
@@ -50,7 +50,7 @@ fn plan(stack: &str, commit: &str) -> StackPlan {
         compose,
         base_dir: std::env::temp_dir(),
         labels,
-        env: HashMap::new(),
+        env: HashMap::from([("TOKEN".to_owned(), "s3cret".to_owned())]),
         secret_values: HashMap::new(),
     }
 }

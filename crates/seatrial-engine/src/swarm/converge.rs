@@ -13,7 +13,8 @@ use bollard::models::{
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
 
-use super::{SwarmEngine, stack_filter};
+use super::SwarmEngine;
+use super::inventory::stack_filter;
 use crate::error::{AppFailure, EngineError, FailureReason};
 use crate::stability::{Stability, Step};
 use crate::swarm::pulse::Pulse;

@@ -14,7 +14,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
-use seatrial_engine::Engine;
 use seatrial_store::{NewRun, Run, RunFilter, RunState, StageRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -45,7 +45,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// This process, as lease owner: `<host>:<pid>:<random>`.
     pub owner: String,
-    engine: OnceCell<Arc<SwarmEngine>>,
+    engine: OnceCell<Arc<dyn Engine>>,
     /// Wakes the queue runner when this process queued something.
     pub wake: Notify,
     /// Run ids whose log, stages or state changed (live views listen).
@@ -119,9 +119,12 @@ impl Shared {
     }
 
     /// The engine, connected on first use (and retried while it is unreachable).
-    pub async fn engine(&self) -> Result<Arc<SwarmEngine>, EngineError> {
+    pub async fn engine(&self) -> Result<Arc<dyn Engine>, EngineError> {
         self.engine
-            .get_or_try_init(|| async { SwarmEngine::connect().await.map(Arc::new) })
+            .get_or_try_init(|| async {
+                let engine: Arc<dyn Engine> = Arc::new(SwarmEngine::connect().await?);
+                Ok(engine)
+            })
             .await
             .cloned()
     }
@@ -461,7 +464,7 @@ fn run_settings(
     }
 }
 
-async fn trial(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
+async fn trial(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
     let id = run.id;
     // The run's own settings, fixed when it was queued (runs queued before settings were stored
     // get this server's). Unreadable ones end the run: it never runs with other settings.
