@@ -142,11 +142,4 @@ impl FakeEngine {
         v.files.insert(path.to_owned(), contents.to_vec());
         Ok(())
     }
-
-    /// Removes a file from a volume.
-    pub fn remove_file(&self, volume: &str, path: &str) {
-        if let Some(v) = self.state().volumes.get_mut(volume) {
-            v.files.remove(path);
-        }
-    }
 }

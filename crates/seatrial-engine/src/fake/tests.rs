@@ -378,12 +378,18 @@ async fn tasks_answer_at_their_address_and_exec_as_scripted() {
         Behaviour::healthy_after(Duration::from_secs(5)).exec_answers(3, "not ready"),
     );
     engine.set_image_ports("example/app:1", &[8080, 80]);
+    engine.set_image_healthcheck("example/app:1", true);
+    let worker_ip = std::net::IpAddr::from([10, 0, 0, 7]);
+    engine.script("worker", Behaviour::default().address(worker_ip));
     engine
         .deploy(&plan("s10", "a"), &mode(DeployMode::Create))
         .await
         .expect("deploy");
     let early = engine.task_addresses("s10").await.expect("addresses");
     assert_eq!(early.len(), 1, "only worker runs yet: {early:?}");
+    assert_eq!(early[0].ip, worker_ip);
+    let app = &engine.ps("s10").await.expect("ps")[0];
+    assert!(app.healthcheck, "the image's HEALTHCHECK counts");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let addresses = engine.task_addresses("s10").await.expect("addresses");
     assert_eq!(addresses[0].service, "s10_app");
