@@ -72,6 +72,42 @@ impl RunLabels {
     }
 }
 
+/// Groups the label sets of seatrial-labelled objects by stack namespace (what the janitor
+/// decides on); objects outside a stack namespace are left out — seatrial never touches them.
+pub(crate) fn group_by_stack(
+    all: impl IntoIterator<Item = HashMap<String, String>>,
+) -> Vec<crate::LabelledStack> {
+    let mut stacks: std::collections::BTreeMap<String, crate::LabelledStack> = Default::default();
+    for labels in all {
+        let Some(stack) = labels.get(STACK_NAMESPACE) else {
+            continue;
+        };
+        let entry = stacks
+            .entry(stack.clone())
+            .or_insert_with(|| crate::LabelledStack {
+                stack: stack.clone(),
+                runs: Vec::new(),
+                kinds: Vec::new(),
+                created: None,
+                objects: 0,
+            });
+        entry.objects += 1;
+        for (key, list) in [(RUN, &mut entry.runs), (KIND, &mut entry.kinds)] {
+            if let Some(v) = labels.get(key)
+                && !list.contains(v)
+            {
+                list.push(v.clone());
+            }
+        }
+        if let Some(created) = labels.get(CREATED)
+            && entry.created.as_ref().is_none_or(|c| created < c)
+        {
+            entry.created = Some(created.clone());
+        }
+    }
+    stacks.into_values().collect()
+}
+
 /// The current time as RFC 3339 UTC with second precision (`2026-11-23T23:59:01Z`).
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()

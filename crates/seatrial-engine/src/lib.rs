@@ -3,13 +3,17 @@
 //! Callers use the [`Engine`] trait (deploy a stack, wait until it has truly converged, undeploy
 //! it and wait until it is gone); [`SwarmEngine`] implements it for Docker Swarm through bollard.
 //! A second backend (plain containers, Podman's Docker-compatible socket) implements the same trait.
-//! [`VolumeSnapshots`] snapshots an app's volumes and restores them byte for byte.
+//! [`VolumeSnapshots`] snapshots an app's volumes and restores them byte for byte. With the `fake`
+//! feature, `fake::FakeEngine` implements both in memory, with scripted behaviours, for tests.
 
 mod convert;
 pub mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod labels;
 mod plan;
 pub mod snapshot;
+mod stability;
 mod swarm;
 
 use std::time::Duration;

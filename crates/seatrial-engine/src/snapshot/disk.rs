@@ -22,7 +22,7 @@ use super::{MANIFEST_FILE, MANIFEST_FORMAT, Manifest};
 use crate::{EngineError, Result};
 
 /// Size of the reads and writes of tar files.
-pub(super) const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 
 /// The parts of a snapshot directory path: its parent and its own name.
 fn split(dest: &Path) -> Result<(PathBuf, String)> {
@@ -44,7 +44,7 @@ fn split(dest: &Path) -> Result<(PathBuf, String)> {
     Ok((parent, name.to_owned()))
 }
 
-pub(super) fn io_error(
+pub(crate) fn io_error(
     action: impl Into<String>,
     path: &Path,
     hint: impl Into<String>,
@@ -76,12 +76,12 @@ fn is_disk_full(e: &io::Error) -> bool {
 }
 
 /// An exclusive lock on a snapshot directory, held while it is written or restored from.
-pub(super) struct SnapshotLock {
+pub(crate) struct SnapshotLock {
     _file: File,
 }
 
 impl SnapshotLock {
-    pub(super) fn acquire(dest: &Path) -> Result<Self> {
+    pub(crate) fn acquire(dest: &Path) -> Result<Self> {
         let (parent, name) = split(dest)?;
         let hint = "check that seatrial may write there";
         fs::create_dir_all(&parent).map_err(io_error("creating", &parent, hint))?;
@@ -103,9 +103,54 @@ impl SnapshotLock {
     }
 }
 
+/// Locks `dest` for a new snapshot of `volumes`, after [`recover`]; refuses volumes that an
+/// unfinished restore from `dest` left incomplete (snapshotting them would keep the damage).
+pub(crate) fn lock_for_snapshot(dest: &Path, volumes: &[String]) -> Result<SnapshotLock> {
+    let lock = SnapshotLock::acquire(dest)?;
+    recover(dest)?;
+    if let Some(unfinished) = unfinished_restore(dest)? {
+        let incomplete: Vec<String> = volumes
+            .iter()
+            .filter(|n| unfinished.is_empty() || unfinished.contains(n))
+            .cloned()
+            .collect();
+        if !incomplete.is_empty() {
+            return Err(EngineError::RestoreUnfinished {
+                snapshot: dest.to_owned(),
+                volumes: incomplete,
+            });
+        }
+    }
+    Ok(lock)
+}
+
+/// Locks `snapshot` for a restore, after [`recover`], and checks every file against its manifest.
+pub(crate) fn lock_for_restore(snapshot: &Path) -> Result<(SnapshotLock, Manifest)> {
+    let lock = SnapshotLock::acquire(snapshot)?;
+    recover(snapshot)?;
+    Ok((lock, verify_snapshot(snapshot)?))
+}
+
+/// Writes the manifest into a staged snapshot, reads it back after the sync — the manifest as
+/// written, every file at its size — and swaps the snapshot in. The checksums were computed from
+/// the very bytes written (a re-read would only come from the page cache), so they are not
+/// computed twice; every restore checks them before touching a volume.
+pub(crate) fn finish(staging: Staging, manifest: &Manifest) -> Result<()> {
+    write_manifest(&staging.dir, manifest, &staging.kept_hint())?;
+    let written = check_snapshot(&staging.dir, Check::Sizes)?;
+    if written != *manifest {
+        return Err(EngineError::SnapshotInvalid {
+            dir: staging.dir.clone(),
+            problems: vec!["the manifest read back differs from the one written".to_owned()],
+            reseed: staging.kept_hint(),
+        });
+    }
+    staging.commit()
+}
+
 /// Under the lock: puts back a previous snapshot that a crash left between two renames, and
 /// removes snapshots that were being written when their process died.
-pub(super) fn recover(dest: &Path) -> Result<()> {
+pub(crate) fn recover(dest: &Path) -> Result<()> {
     let (parent, name) = split(dest)?;
     let hint = "check the permissions of the snapshot directory's parent";
     let entries = match fs::read_dir(&parent) {
@@ -146,15 +191,15 @@ pub(super) fn recover(dest: &Path) -> Result<()> {
 
 /// A snapshot being written: a temporary directory next to its destination, removed on drop
 /// unless committed.
-pub(super) struct Staging {
-    pub(super) dir: PathBuf,
+pub(crate) struct Staging {
+    pub(crate) dir: PathBuf,
     dest: PathBuf,
     parent: PathBuf,
     committed: bool,
 }
 
 impl Staging {
-    pub(super) fn create(dest: &Path) -> Result<Self> {
+    pub(crate) fn create(dest: &Path) -> Result<Self> {
         let (parent, name) = split(dest)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -175,7 +220,7 @@ impl Staging {
     }
 
     /// The hint for an error while writing: nothing of the previous snapshot was touched.
-    pub(super) fn kept_hint(&self) -> String {
+    pub(crate) fn kept_hint(&self) -> String {
         format!(
             "nothing was replaced: the previous snapshot at {} is kept (free space there, or move $SEATRIAL_DATA_DIR to a larger disk, and snapshot again)",
             self.dest.display()
@@ -184,7 +229,7 @@ impl Staging {
 
     /// Makes the written snapshot the one at `dest`, in one step: the previous one (if any)
     /// stays complete until the new one has replaced it, and is removed after.
-    pub(super) fn commit(mut self) -> Result<()> {
+    pub(crate) fn commit(mut self) -> Result<()> {
         let hint = self.kept_hint();
         sync_dir(&self.dir)?;
         if self.dest.exists() {
@@ -257,7 +302,7 @@ impl Drop for Staging {
     }
 }
 
-pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(
         "syncing",
         dir,
@@ -274,7 +319,7 @@ const FLUSH_EVERY: u64 = 64 << 20;
 /// A second thread flushes what is written to disk while the stream goes on, so the final
 /// sync (needed before the snapshot may replace the previous one) finds little left to write
 /// and the disk works while the engine is still producing the tar.
-pub(super) fn write_hashed(
+pub(crate) fn write_hashed(
     path: &Path,
     mut chunks: mpsc::Receiver<Bytes>,
 ) -> io::Result<(u64, String)> {
@@ -320,7 +365,7 @@ pub(super) fn write_hashed(
 
 /// Reads a file in chunks into `chunks` (until the receiver goes away). Returns the bytes sent.
 /// A read error is also sent, so that the stream's consumer aborts rather than ending early.
-pub(super) fn read_chunks(
+pub(crate) fn read_chunks(
     path: &Path,
     chunks: &mpsc::Sender<io::Result<Bytes>>,
 ) -> io::Result<u64> {
@@ -345,7 +390,7 @@ pub(super) fn read_chunks(
 }
 
 /// The size and sha256 (hex) of a file, read in chunks.
-pub(super) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
+pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -361,7 +406,7 @@ pub(super) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
 }
 
 /// Writes `manifest.json` into `dir` and syncs it.
-pub(super) fn write_manifest(dir: &Path, manifest: &Manifest, hint: &str) -> Result<()> {
+pub(crate) fn write_manifest(dir: &Path, manifest: &Manifest, hint: &str) -> Result<()> {
     let path = dir.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(manifest).map_err(|e| {
         io_error("encoding", &path, hint)(io::Error::new(io::ErrorKind::InvalidData, e))
@@ -382,7 +427,7 @@ fn restoring_marker(snapshot: &Path) -> Result<PathBuf> {
 }
 
 /// Records (synced) that a restore from `snapshot` is about to replace `volumes`.
-pub(super) fn mark_restoring(snapshot: &Path, volumes: &[String]) -> Result<()> {
+pub(crate) fn mark_restoring(snapshot: &Path, volumes: &[String]) -> Result<()> {
     let marker = restoring_marker(snapshot)?;
     let hint = "no volume was touched; check that seatrial may write there";
     let json = serde_json::to_vec(volumes).map_err(|e| {
@@ -398,7 +443,7 @@ pub(super) fn mark_restoring(snapshot: &Path, volumes: &[String]) -> Result<()> 
 }
 
 /// Removes the marker once every volume is restored.
-pub(super) fn clear_restoring(snapshot: &Path) -> Result<()> {
+pub(crate) fn clear_restoring(snapshot: &Path) -> Result<()> {
     let marker = restoring_marker(snapshot)?;
     match fs::remove_file(&marker) {
         Ok(()) => sync_dir(marker.parent().unwrap_or(Path::new("."))),
@@ -458,7 +503,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
 }
 
 /// How to get a usable snapshot again.
-pub(super) fn reseed_hint(recipe: Option<&str>) -> String {
+pub(crate) fn reseed_hint(recipe: Option<&str>) -> String {
     let recipe = recipe.unwrap_or("<recipe>");
     format!(
         "take a new snapshot of a known-good state (for a canonical: `seatrial warm seed {recipe}`)"
@@ -473,14 +518,14 @@ pub fn verify_snapshot(dir: &Path) -> Result<Manifest> {
 
 /// How far [`check_snapshot`] reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Check {
+pub(crate) enum Check {
     /// The manifest and the files' names and sizes.
     Sizes,
     /// Also every file's sha256.
     Contents,
 }
 
-pub(super) fn check_snapshot(dir: &Path, check: Check) -> Result<Manifest> {
+pub(crate) fn check_snapshot(dir: &Path, check: Check) -> Result<Manifest> {
     let manifest = read_manifest(dir)?;
     let mut problems = Vec::new();
     let mut seen = std::collections::HashSet::new();

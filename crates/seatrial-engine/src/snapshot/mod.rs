@@ -12,7 +12,7 @@
 //! it); keeping two directories from working on the same volume at once is the caller's job
 //! (a canonical is used by one run at a time).
 
-mod disk;
+pub(crate) mod disk;
 mod local;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +43,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const MANIFEST_FORMAT: u32 = 1;
 /// Where a helper mounts the volume; the tar's entries are `<ARCHIVE_ROOT>/...`, its first entry
 /// the volume's root directory (so its mode and owner are restored too).
-const ARCHIVE_ROOT: &str = "seatrial-volume";
+pub(crate) const ARCHIVE_ROOT: &str = "seatrial-volume";
 /// Chunks in flight between the engine connection and the file (each at most [`disk::CHUNK`]).
 const CHANNEL_DEPTH: usize = 8;
 
@@ -203,6 +203,22 @@ pub(crate) fn is_volume_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The volumes named, each once, in order; a name Docker would refuse is not found.
+pub(crate) fn distinct_volume_names(volumes: &[String]) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for name in volumes {
+        if !is_volume_name(name) {
+            return Err(EngineError::VolumeNotFound {
+                volume: name.clone(),
+            });
+        }
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    Ok(names)
 }
 
 /// A single path component that stays inside its directory.
@@ -694,40 +710,15 @@ impl VolumeSnapshots for SwarmEngine {
         meta: &SnapshotMeta,
     ) -> Result<Manifest> {
         let started = Instant::now();
-        let mut names: Vec<&str> = Vec::new();
-        for name in volumes {
-            if !is_volume_name(name) {
-                return Err(EngineError::VolumeNotFound {
-                    volume: name.clone(),
-                });
-            }
-            if !names.contains(&name.as_str()) {
-                names.push(name);
-            }
-        }
+        let names = distinct_volume_names(volumes)?;
         let taken_at = labels::now_rfc3339();
-        let (lock, unfinished) = {
-            let dest = dest.to_owned();
+        let lock = {
+            let (dest, names) = (dest.to_owned(), names.clone());
             blocking("locking the snapshot directory", move || {
-                let lock = disk::SnapshotLock::acquire(&dest)?;
-                disk::recover(&dest)?;
-                Ok((lock, disk::unfinished_restore(&dest)?))
+                disk::lock_for_snapshot(&dest, &names)
             })
             .await?
         };
-        if let Some(unfinished) = unfinished {
-            let incomplete: Vec<String> = names
-                .iter()
-                .filter(|n| unfinished.is_empty() || unfinished.iter().any(|u| u == *n))
-                .map(|n| (*n).to_owned())
-                .collect();
-            if !incomplete.is_empty() {
-                return Err(EngineError::RestoreUnfinished {
-                    snapshot: dest.to_owned(),
-                    volumes: incomplete,
-                });
-            }
-        }
         let mut described = Vec::new();
         for name in &names {
             let volume = self
@@ -761,22 +752,7 @@ impl VolumeSnapshots for SwarmEngine {
         {
             let manifest = manifest.clone();
             blocking("finishing the snapshot", move || {
-                disk::write_manifest(&staging.dir, &manifest, &staging.kept_hint())?;
-                // Read back after the sync: the manifest as written, every file at its size.
-                // The checksums were computed from the very bytes written (and a re-read would
-                // only come from the page cache), so they are not computed twice; every restore
-                // checks them before touching a volume.
-                let written = disk::check_snapshot(&staging.dir, disk::Check::Sizes)?;
-                if written != manifest {
-                    return Err(EngineError::SnapshotInvalid {
-                        dir: staging.dir.clone(),
-                        problems: vec![
-                            "the manifest read back differs from the one written".to_owned(),
-                        ],
-                        reseed: staging.kept_hint(),
-                    });
-                }
-                staging.commit()?;
+                disk::finish(staging, &manifest)?;
                 drop(lock);
                 Ok(())
             })
@@ -791,10 +767,7 @@ impl VolumeSnapshots for SwarmEngine {
         let (lock, manifest) = {
             let snapshot = snapshot.to_owned();
             blocking("checking the snapshot", move || {
-                let lock = disk::SnapshotLock::acquire(&snapshot)?;
-                disk::recover(&snapshot)?;
-                let manifest = disk::verify_snapshot(&snapshot)?;
-                Ok((lock, manifest))
+                disk::lock_for_restore(&snapshot)
             })
             .await?
         };

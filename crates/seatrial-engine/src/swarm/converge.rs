@@ -12,13 +12,13 @@ use bollard::models::{
 };
 use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
-use tokio::time::Instant;
 
 use super::SwarmEngine;
 use super::inventory::stack_filter;
 use crate::error::{AppFailure, EngineError, FailureReason};
+use crate::stability::{Stability, Step};
 use crate::swarm::pulse::Pulse;
-use crate::{ConvergeOptions, ConvergeProgress, ConvergeReport, ProgressObserver, ServiceStatus};
+use crate::{ConvergeOptions, ConvergeReport, ProgressObserver, ServiceStatus};
 
 #[derive(Default)]
 struct ContainerExit {
@@ -341,10 +341,8 @@ impl SwarmEngine {
         options: &ConvergeOptions,
         observer: &dyn ProgressObserver,
     ) -> crate::Result<ConvergeReport> {
-        let started = Instant::now();
-        let deadline = started + options.timeout;
+        let mut stability = Stability::start(options);
         let mut pulse = Pulse::start(&self.docker, stack);
-        let mut stable_since: Option<Instant> = None;
         loop {
             let snap = self.snapshot(stack, options.max_task_failures).await?;
             if snap.services.is_empty() {
@@ -357,39 +355,16 @@ impl SwarmEngine {
                     .failure(stack, &service, reason, &snap.services, options)
                     .await);
             }
-            let now = Instant::now();
-            let all_converged = snap.services.iter().all(|s| s.converged);
-            // Healthy tasks passed their healthcheck; only services without one need the window.
-            let window = if snap.services.iter().all(|s| s.healthcheck) {
-                Duration::ZERO
-            } else {
-                options.stable_for
-            };
-            if all_converged {
-                let since = *stable_since.get_or_insert(now);
-                let stable = now - since;
-                if stable >= window {
-                    return Ok(ConvergeReport {
-                        elapsed: now - started,
-                        services: snap.services,
-                    });
-                }
-                observer.converge(&ConvergeProgress {
-                    elapsed: now - started,
-                    services: snap.services,
-                    stabilizing: Some(window - stable),
-                });
-            } else {
-                stable_since = None;
-                observer.converge(&ConvergeProgress {
-                    elapsed: now - started,
-                    services: snap.services.clone(),
-                    stabilizing: None,
-                });
-                if now >= deadline {
-                    let pending: Vec<&ServiceStatus> =
-                        snap.services.iter().filter(|s| !s.converged).collect();
-                    let first = pending.first().map(|s| s.name.clone()).unwrap_or_default();
+            match stability.step(snap.services.clone(), observer) {
+                Step::Done(report) => return Ok(report),
+                Step::WaitUntil(at) => pulse.wait(at).await,
+                Step::TimedOut => {
+                    let first = snap
+                        .services
+                        .iter()
+                        .find(|s| !s.converged)
+                        .map(|s| s.name.clone())
+                        .unwrap_or_default();
                     let reason = FailureReason::Timeout {
                         after: options.timeout,
                     };
@@ -398,11 +373,6 @@ impl SwarmEngine {
                         .await);
                 }
             }
-            let wake_at = match stable_since {
-                Some(since) => (since + window).min(deadline),
-                None => deadline,
-            };
-            pulse.wait(wake_at).await;
         }
     }
 

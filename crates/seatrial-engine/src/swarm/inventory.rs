@@ -2,7 +2,7 @@
 //! creates — services, containers, networks, volumes, secrets and configs — by the stack's
 //! namespace label, by the run label, or by name, and removes the kinds that outlive services.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 
 use bollard::Docker;
@@ -14,7 +14,7 @@ use bollard::query_parameters::{
 };
 
 use super::SwarmEngine;
-use crate::labels::{self, CREATED, STACK_NAMESPACE};
+use crate::labels::{self, STACK_NAMESPACE};
 use crate::{EngineError, LabelledStack, Result};
 
 /// The engine's list filters: `label`, `name`, `status`, ... → accepted values.
@@ -280,38 +280,6 @@ impl SwarmEngine {
         all.extend(self.run_labels::<Volume>().await?);
         all.extend(self.run_labels::<Secret>().await?);
         all.extend(self.run_labels::<Config>().await?);
-        let mut stacks: BTreeMap<String, LabelledStack> = BTreeMap::new();
-        for labels in all {
-            // Only objects in a stack namespace: seatrial never touches anything else.
-            let Some(stack) = labels.get(STACK_NAMESPACE) else {
-                continue;
-            };
-            let entry = stacks
-                .entry(stack.clone())
-                .or_insert_with(|| LabelledStack {
-                    stack: stack.clone(),
-                    runs: Vec::new(),
-                    kinds: Vec::new(),
-                    created: None,
-                    objects: 0,
-                });
-            entry.objects += 1;
-            for (key, list) in [
-                (labels::RUN, &mut entry.runs),
-                (labels::KIND, &mut entry.kinds),
-            ] {
-                if let Some(v) = labels.get(key)
-                    && !list.contains(v)
-                {
-                    list.push(v.clone());
-                }
-            }
-            if let Some(created) = labels.get(CREATED)
-                && entry.created.as_ref().is_none_or(|c| created < c)
-            {
-                entry.created = Some(created.clone());
-            }
-        }
-        Ok(stacks.into_values().collect())
+        Ok(labels::group_by_stack(all))
     }
 }

@@ -1,0 +1,416 @@
+//! The trial's verdicts on the fake engine: each way an app can fail decides the stage and
+//! detail a user reads, and teardown always leaves nothing behind. Small fixture recipes (a git
+//! repository with one release and a change), a local HTTP server standing in for the app's
+//! task, and scripted services — each trial runs in well under a second.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use seatrial_engine::fake::{Behaviour, FakeEngine};
+use seatrial_engine::labels::RunLabels;
+use seatrial_engine::{DeployOptions, Engine, ProgressObserver, StackPlan};
+use seatrial_trial::settings::{Overrides, Strategy};
+use seatrial_trial::{
+    StageReport, StageResult, TrialConfig, TrialObserver, TrialReport, TrialResult, Trust,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const COMPOSE: &str = r#"services:
+  app:
+    image: example/app:IMAGE
+    ports:
+      - "8080:80"
+    volumes:
+      - data:/data
+    healthcheck:
+      test: ["CMD", "true"]
+volumes:
+  data:
+"#;
+
+struct Quiet;
+impl ProgressObserver for Quiet {}
+impl TrialObserver for Quiet {}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes the recipe's files for `image`, with a test executable running `test_script`.
+fn write_recipe(dir: &Path, image: &str, test_script: &str) {
+    std::fs::create_dir_all(dir.join("tests")).expect("tests dir");
+    std::fs::write(dir.join("compose.yml"), COMPOSE.replace("IMAGE", image)).expect("compose");
+    let test = dir.join("tests/smoke");
+    std::fs::write(&test, format!("#!/bin/sh\n{test_script}\n")).expect("test");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&test, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A recipe repository: release `1.0.0+1` on image 1, then an untagged change to image 2.
+fn recipe_with_release(root: &Path) -> PathBuf {
+    let dir = root.join("recipe");
+    std::fs::create_dir_all(&dir).expect("recipe dir");
+    git(&dir, &["init", "-q", "-b", "main"]);
+    git(&dir, &["config", "user.email", "maintainer@example.org"]);
+    git(&dir, &["config", "user.name", "Maintainer"]);
+    git(&dir, &["config", "commit.gpgsign", "false"]);
+    git(&dir, &["config", "tag.gpgsign", "false"]);
+    write_recipe(&dir, "1", "exit 0");
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "Release 1.0.0+1"]);
+    git(&dir, &["tag", "-a", "1.0.0+1", "-m", "Release 1.0.0+1"]);
+    write_recipe(&dir, "2", "exit 0");
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "The change"]);
+    dir
+}
+
+/// A recipe directory without releases (installed as the change itself).
+fn plain_recipe(root: &Path, test_script: &str) -> PathBuf {
+    let dir = root.join("plain");
+    write_recipe(&dir, "1", test_script);
+    dir
+}
+
+/// A stand-in for the app's task: answers every request with 200 "ok" on 127.0.0.1.
+async fn serve_ok() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn config(recipe: &Path, data: &Path, port: u16) -> TrialConfig {
+    let (run_id, stack) = seatrial_trial::identity(recipe.to_str().expect("utf8"), None);
+    TrialConfig {
+        recipe: recipe.to_str().expect("utf8").to_owned(),
+        reference: None,
+        subdir: None,
+        base_domain: "test.invalid".to_owned(),
+        overrides: Overrides {
+            timeout: Some(Duration::from_secs(5)),
+            stable_for: Some(Duration::from_millis(50)),
+            test_timeout: Some(Duration::from_secs(10)),
+            port: Some(port),
+            probe_timeout: Some(Duration::from_secs(2)),
+            ..Overrides::default()
+        },
+        keep: false,
+        mode: TrialMode::Cold,
+        promote: false,
+        data_dir: data.to_owned(),
+        janitor_max_age: Duration::from_secs(3600),
+        liveness: None,
+        run_id,
+        stack,
+        trust: Trust::Local,
+    }
+}
+
+/// The engine the trials run on: quick to settle, so removals that wait for quiet stay short.
+fn engine() -> FakeEngine {
+    FakeEngine::new().with_settle(Duration::from_millis(200))
+}
+
+/// Runs a trial of the recipe `make` writes (into a fresh directory), with every service `app`
+/// behaving as `app`; returns the engine to inspect after it.
+async fn trial(app: Behaviour, make: impl FnOnce(&Path) -> PathBuf) -> (FakeEngine, TrialReport) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let engine = engine();
+    engine.script("app", app);
+    let recipe = make(root.path());
+    let port = serve_ok().await;
+    let config = config(&recipe, root.path(), port);
+    let report = seatrial_trial::run(&engine, config, &Quiet, CancellationToken::new()).await;
+    (engine, report)
+}
+
+fn stages(report: &TrialReport) -> Vec<(&'static str, StageResult)> {
+    report.stages.iter().map(|s| (s.name, s.result)).collect()
+}
+
+fn stage<'r>(report: &'r TrialReport, name: &str) -> &'r StageReport {
+    report
+        .stages
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no stage {name}: {:?}", stages(report)))
+}
+
+/// Teardown ran, passed, and nothing of the stack is left on the engine.
+fn torn_down(engine: &FakeEngine, report: &TrialReport) {
+    let teardown = stage(report, "teardown");
+    assert_eq!(teardown.result, StageResult::Pass, "{}", teardown.detail);
+    assert!(teardown.detail.contains("all gone"), "{}", teardown.detail);
+    assert!(
+        engine.leftovers(&report.stack).is_empty(),
+        "left behind: {:?}",
+        engine.leftovers(&report.stack)
+    );
+}
+
+#[tokio::test]
+async fn a_good_change_passes_every_stage() {
+    let (engine, report) = trial(
+        Behaviour::healthy_after(Duration::from_millis(30)),
+        recipe_with_release,
+    )
+    .await;
+    use StageResult::Pass;
+    assert_eq!(
+        stages(&report),
+        [
+            ("prepare", Pass),
+            ("install", Pass),
+            ("serve", Pass),
+            ("upgrade", Pass),
+            ("serve-after-upgrade", Pass),
+            ("tests", Pass),
+            ("teardown", Pass),
+        ],
+        "{report:#?}"
+    );
+    assert_eq!(report.result, TrialResult::Pass);
+    assert_eq!(report.previous_version.as_deref(), Some("1.0.0+1"));
+    assert!(stage(&report, "serve").detail.contains("→ 200"));
+    assert!(
+        stage(&report, "upgrade")
+            .detail
+            .contains("every service carries the change's commit")
+    );
+    assert!(stage(&report, "tests").detail.contains("1/1 passed"));
+    let teardown = &stage(&report, "teardown").detail;
+    assert!(teardown.contains("1 volume(s)"), "{teardown}");
+    torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn a_service_that_never_gets_healthy_fails_the_install() {
+    let (engine, report) = trial(
+        Behaviour::never_healthy()
+            .fails_every(Duration::from_millis(20))
+            .logs(&["cannot open /data/db"]),
+        recipe_with_release,
+    )
+    .await;
+    assert_eq!(report.result, TrialResult::Fail);
+    assert_eq!(
+        stages(&report),
+        [
+            ("prepare", StageResult::Pass),
+            ("install", StageResult::Fail),
+            ("teardown", StageResult::Pass)
+        ]
+    );
+    let detail = &stage(&report, "install").detail;
+    let service = format!("service `{}_app` failed", report.stack);
+    assert!(detail.contains(&service), "{detail}");
+    assert!(detail.contains("its tasks keep failing"), "{detail}");
+    assert!(
+        detail.contains("cannot open /data/db"),
+        "the logs are shown: {detail}"
+    );
+    torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn an_upgrade_that_swarm_rolls_back_fails_the_upgrade() {
+    let (engine, report) = trial(
+        Behaviour::healthy_after(Duration::from_millis(10))
+            .rolls_back_on_update()
+            .fails_every(Duration::from_millis(30)),
+        recipe_with_release,
+    )
+    .await;
+    assert_eq!(report.result, TrialResult::Fail);
+    use StageResult::{Fail, Pass};
+    assert_eq!(
+        stages(&report),
+        [
+            ("prepare", Pass),
+            ("install", Pass),
+            ("serve", Pass),
+            ("upgrade", Fail),
+            ("teardown", Pass)
+        ]
+    );
+    let detail = &stage(&report, "upgrade").detail;
+    assert!(
+        detail.contains("the update failed and swarm rolled it back"),
+        "{detail}"
+    );
+    torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn a_task_failing_after_convergence_fails_the_trial() {
+    // Up after 10 ms, a task dies 100 ms later — while the recipe's tests run.
+    let (engine, report) = trial(
+        Behaviour::healthy_after(Duration::from_millis(10))
+            .fails_after_converged(Duration::from_millis(100)),
+        |root| plain_recipe(root, "sleep 0.4"),
+    )
+    .await;
+    assert_eq!(report.result, TrialResult::Fail);
+    let tests = stage(&report, "tests");
+    assert_eq!(tests.result, StageResult::Fail);
+    assert!(tests.detail.contains("did not stay up"), "{}", tests.detail);
+    assert!(
+        tests.tests.iter().all(|t| t.passed),
+        "the recipe's own tests passed; the app is what failed"
+    );
+    assert_eq!(stage(&report, "serve").result, StageResult::Pass);
+    torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn a_volume_created_as_the_teardown_starts_is_removed_too() {
+    // The install fails before the agent has made the task's container (and its volume).
+    let (engine, report) = trial(
+        Behaviour::never_healthy()
+            .fails_every(Duration::from_millis(20))
+            .container_created_after(Duration::from_millis(150)),
+        |root| plain_recipe(root, "exit 0"),
+    )
+    .await;
+    assert_eq!(stage(&report, "install").result, StageResult::Fail);
+    let teardown = &stage(&report, "teardown").detail;
+    assert!(teardown.contains("1 volume(s)"), "{teardown}");
+    torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn cancelling_mid_install_interrupts_and_still_tears_down() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let engine = engine();
+    engine.script("app", Behaviour::healthy_after(Duration::from_secs(60)));
+    let recipe = plain_recipe(root.path(), "exit 0");
+    let port = serve_ok().await;
+    let cancel = CancellationToken::new();
+    let watcher = {
+        let (engine, cancel) = (engine.clone(), cancel.clone());
+        tokio::spawn(async move {
+            // Cancel once the install has deployed something.
+            while engine
+                .labelled_stacks()
+                .await
+                .map(|s| s.is_empty())
+                .unwrap_or(true)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            cancel.cancel();
+        })
+    };
+    let started = std::time::Instant::now();
+    let report =
+        seatrial_trial::run(&engine, config(&recipe, root.path(), port), &Quiet, cancel).await;
+    watcher.await.expect("watcher");
+    assert!(report.interrupted);
+    assert_eq!(report.result, TrialResult::Error);
+    let install = stage(&report, "install");
+    assert_eq!(
+        (install.result, install.detail.as_str()),
+        (StageResult::Error, "interrupted")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "did not wait for the 60 s convergence"
+    );
+    torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn the_exec_probe_runs_in_the_task_and_its_failure_fails_serve() {
+    for (code, output, serves) in [(0, "ready", true), (7, "db not migrated", false)] {
+        let root = tempfile::tempdir().expect("tempdir");
+        let engine = engine();
+        engine.script("app", Behaviour::default().exec_answers(code, output));
+        let recipe = plain_recipe(root.path(), "exit 0");
+        let mut config = config(&recipe, root.path(), 1);
+        config.overrides.strategy = Some(Strategy::Exec);
+        config.overrides.command = Some(vec!["check-ready".to_owned()]);
+        config.overrides.probe_timeout = Some(Duration::from_millis(300));
+        let report = seatrial_trial::run(&engine, config, &Quiet, CancellationToken::new()).await;
+        let serve = stage(&report, "serve");
+        if serves {
+            assert_eq!(serve.result, StageResult::Pass, "{}", serve.detail);
+            assert!(serve.detail.contains("exit 0: ready"), "{}", serve.detail);
+            assert_eq!(report.result, TrialResult::Pass);
+        } else {
+            assert_eq!(serve.result, StageResult::Fail);
+            assert!(
+                serve.detail.contains("exit 7: db not migrated"),
+                "{}",
+                serve.detail
+            );
+            assert_eq!(report.result, TrialResult::Fail);
+        }
+        torn_down(&engine, &report);
+    }
+}
+
+#[tokio::test]
+async fn prepare_reaps_what_a_killed_trial_left_and_keeps_other_apps() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let engine = engine();
+    let recipe = plain_recipe(root.path(), "exit 0");
+    let compose = seatrial_recipe::load_compose(&recipe).expect("compose");
+    for (stack, kind) in [("tkilled-000001", "trial"), ("someapp", "app")] {
+        let plan = StackPlan {
+            stack: stack.to_owned(),
+            compose: compose.compose.clone(),
+            base_dir: recipe.clone(),
+            labels: RunLabels::new(format!("run-of-{stack}"), "plain", kind),
+            env: HashMap::new(),
+            secret_values: HashMap::new(),
+        };
+        engine
+            .deploy(&plan, &DeployOptions::default())
+            .await
+            .expect("left behind");
+    }
+    let port = serve_ok().await;
+    let mut config = config(&recipe, root.path(), port);
+    config.janitor_max_age = Duration::ZERO;
+    let report = seatrial_trial::run(&engine, config, &Quiet, CancellationToken::new()).await;
+    let prepare = &stage(&report, "prepare").detail;
+    assert!(
+        prepare.contains("janitor removed stale trial stack(s): tkilled-000001"),
+        "{prepare}"
+    );
+    assert!(engine.leftovers("tkilled-000001").is_empty());
+    assert_eq!(
+        engine.services("someapp"),
+        ["someapp_app"],
+        "an app that is not a trial is never reaped"
+    );
+    assert_eq!(report.result, TrialResult::Pass);
+}
