@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use seatrial_store::{Mode, Run, RunId, RunState, StageRecord};
 
 use super::view::{ListQuery, ms_rfc3339};
@@ -153,15 +155,17 @@ pub fn list_page(
     page("runs", &b)
 }
 
+/// What a query value in a dashboard link keeps as it is: RFC 3986's unreserved characters, and
+/// `/` (recipe paths read better unescaped).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|c| match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (c as char).to_string()
-            }
-            _ => format!("%{c:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 pub fn queue_page(queue: &[Run], running: &[Run], capacity: usize) -> String {

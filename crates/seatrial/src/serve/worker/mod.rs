@@ -10,6 +10,7 @@ mod trial;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use seatrial_engine::fmt_duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -22,11 +23,24 @@ pub use reaper::{reap_loop, reap_once};
 /// A run is tried at most this many times (a crash of its server re-queues it once).
 pub const MAX_ATTEMPTS: i64 = 2;
 
+/// How long the queue runner waits for an unreachable engine before asking again: from 1 s,
+/// doubling (jittered) to at most 30 s while it stays unreachable.
+fn engine_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Claims and runs trials until shutdown; then lets running trials finish within the grace
 /// period, and cancels (with teardown) the ones still running after it.
 pub async fn run_queue(shared: Arc<Shared>) {
     let slots = Arc::new(Semaphore::new(shared.config.capacity));
     let mut trials = JoinSet::new();
+    // Set while the engine is unreachable; reset once it answers.
+    let mut unreachable: Option<ExponentialBackoff> = None;
     loop {
         while trials.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -34,11 +48,18 @@ pub async fn run_queue(shared: Arc<Shared>) {
             () = shared.shutdown.cancelled() => break,
         };
         let engine = match shared.engine().await {
-            Ok(e) => e,
+            Ok(e) => {
+                unreachable = None;
+                e
+            }
             Err(e) => {
-                tracing::error!(error = %e, "the engine is unreachable; not claiming runs until it answers");
+                let wait = unreachable
+                    .get_or_insert_with(engine_backoff)
+                    .next()
+                    .unwrap_or(Duration::from_secs(30));
+                tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "the engine is unreachable; not claiming runs until it answers");
                 drop(permit);
-                pause(&shared, Duration::from_secs(5)).await;
+                pause(&shared, wait).await;
                 continue;
             }
         };
