@@ -4,7 +4,7 @@
 //! also `X-Hub-Signature-256` (`sha256=<hex>`). A verified `issue_comment` delivery is read into
 //! the same [`Comment`] that polling yields.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::{Comment, RepoName};

@@ -87,6 +87,13 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The dashboard URL of run `id`: under `public_url` when it is set, else under `origin`
+    /// (`""` for a link relative to this server).
+    pub fn run_url(&self, id: seatrial_store::RunId, origin: &str) -> String {
+        let base = self.public_url.as_deref().unwrap_or(origin);
+        format!("{}/runs/{id}", base.trim_end_matches('/'))
+    }
+
     /// The time limit of a run: its own, else its recipe's, else the server's.
     /// The longest run this server's configuration allows (server default, per-recipe and
     /// per-repository timeouts): a trial stack of an unknown run younger than this, plus a

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seatrial_forge::{RepoName, StatusState};
-use seatrial_store::{ForgeReport, Mode, Run, RunId, RunState};
+use seatrial_store::{ForgeReport, Mode, Run, RunState};
 
 use super::ForgeLink;
 use crate::serve::state::Shared;
@@ -34,19 +34,6 @@ fn status_of(state: RunState) -> (StatusState, &'static str) {
         RunState::Cancelled => (StatusState::Error, "cancelled"),
         RunState::TimedOut => (StatusState::Error, "timed out"),
     }
-}
-
-/// The dashboard URL of a run as the forge shows it: `public_url`, else this listener's.
-fn run_url(shared: &Shared, id: RunId) -> String {
-    format!(
-        "{}/runs/{id}",
-        shared
-            .config
-            .public_url
-            .as_deref()
-            .unwrap_or(&format!("http://{}", shared.config.listen))
-            .trim_end_matches('/'),
-    )
 }
 
 async fn comment_body(shared: &Shared, run: &Run, link_url: &str) -> String {
@@ -157,7 +144,10 @@ async fn report_run(shared: &Shared, link: &ForgeLink, report: ForgeReport) {
     let Ok(repo) = repo.parse::<RepoName>() else {
         return;
     };
-    let url = run_url(shared, run.id);
+    // The forge needs an absolute link: this listener's when no public URL is configured.
+    let url = shared
+        .config
+        .run_url(run.id, &format!("http://{}", shared.config.listen));
     let (state, word) = status_of(run.state);
     let context = format!("seatrial/{}", run.mode);
     if let Err(e) = link

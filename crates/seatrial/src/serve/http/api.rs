@@ -15,18 +15,6 @@ use super::{ApiError, authorize};
 use crate::serve::state::Shared;
 use crate::serve::view::{ListQuery, filter_of, ms_rfc3339};
 
-fn link(shared: &Shared, id: RunId) -> String {
-    format!(
-        "{}/runs/{id}",
-        shared
-            .config
-            .public_url
-            .as_deref()
-            .unwrap_or("")
-            .trim_end_matches('/')
-    )
-}
-
 /// The API's view of a run.
 fn run_json(
     shared: &Shared,
@@ -60,7 +48,7 @@ fn run_json(
         "timeout_secs": run.timeout_secs,
         "cancel_requested": run.cancel_requested,
         "queue_position": position,
-        "url": link(shared, run.id),
+        "url": shared.config.run_url(run.id, ""),
     });
     if let Some(stages) = stages {
         v["stages"] = json!(
