@@ -29,6 +29,12 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// SQL this crate assembles from its own constants (column lists, the database's clock,
+/// numbered placeholders) — never from input, which is always bound as a parameter.
+pub(crate) fn built(sql: &str) -> sqlx::AssertSqlSafe<&str> {
+    sqlx::AssertSqlSafe(sql)
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

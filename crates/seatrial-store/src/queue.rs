@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::query_error;
-use crate::pool::{Pool, db_now_sql, ms, now_ms, on_pool};
+use crate::pool::{Pool, built, db_now_sql, ms, now_ms, on_pool};
 use crate::runs::{RUN_COLUMNS, RunRow, runs};
 use crate::{Reaped, Run, RunId, RunState, Store, StoreError};
 
@@ -26,7 +26,7 @@ impl Store {
              RETURNING {RUN_COLUMNS}"
         );
         let now = now_ms();
-        let row: Option<RunRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: Option<RunRow> = on_pool!(self, p => sqlx::query_as(built(&sql))
             .bind(owner)
             .bind(ms(lease))
             .bind(now)
@@ -47,7 +47,7 @@ impl Store {
             "UPDATE runs SET lease_expires_at_ms = {} + $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
             db_now_sql(&self.pool)
         );
-        let done = on_pool!(self, p => sqlx::query(&sql)
+        let done = on_pool!(self, p => sqlx::query(built(&sql))
             .bind(id.0)
             .bind(owner)
             .bind(ms(lease))
@@ -130,7 +130,7 @@ impl Store {
              RETURNING {RUN_COLUMNS}",
             db_now = db_now_sql(&self.pool)
         );
-        let rows: Vec<RunRow> = on_pool!(self, p => sqlx::query_as(&sql)
+        let rows: Vec<RunRow> = on_pool!(self, p => sqlx::query_as(built(&sql))
             .bind(max_attempts)
             .bind(now_ms())
             .fetch_all(p)

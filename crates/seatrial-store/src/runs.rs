@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::error::query_error;
-use crate::pool::{db_now_sql, now_ms, on_pool};
+use crate::pool::{built, db_now_sql, now_ms, on_pool};
 use crate::{Mode, NewRun, Run, RunFilter, RunId, RunState, Stats, Store, StoreError};
 
 pub(crate) const RUN_COLUMNS: &str = "id, recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, started_at_ms, finished_at_ms, lease_owner, lease_expires_at_ms, cancel_requested, stack, reason, timeout_secs, recipe_path, probe";
@@ -76,7 +76,7 @@ impl Store {
             "INSERT INTO runs (recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, timeout_secs, recipe_path, probe) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11, $12) RETURNING {RUN_COLUMNS}"
         );
-        let row: RunRow = on_pool!(self, p => sqlx::query_as(&sql)
+        let row: RunRow = on_pool!(self, p => sqlx::query_as(built(&sql))
             .bind(&new.recipe)
             .bind(&new.reference)
             .bind(&new.repo)
@@ -98,7 +98,7 @@ impl Store {
     pub async fn get(&self, id: RunId) -> Result<Option<Run>, StoreError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
         let row: Option<RunRow> =
-            on_pool!(self, p => sqlx::query_as(&sql).bind(id.0).fetch_optional(p).await)
+            on_pool!(self, p => sqlx::query_as(built(&sql)).bind(id.0).fetch_optional(p).await)
                 .map_err(query_error("reading a run"))?;
         row.map(Run::try_from).transpose()
     }
@@ -137,7 +137,7 @@ impl Store {
             n + 1
         );
         let rows: Vec<RunRow> = on_pool!(self, p => {
-            let mut q = sqlx::query_as(&sql);
+            let mut q = sqlx::query_as(built(&sql));
             if let Some(r) = &filter.recipe {
                 q = q.bind(r);
             }
@@ -159,7 +159,7 @@ impl Store {
     /// Queued runs in the order they will be claimed.
     pub async fn queue(&self) -> Result<Vec<Run>, StoreError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'queued' ORDER BY id");
-        let rows: Vec<RunRow> = on_pool!(self, p => sqlx::query_as(&sql).fetch_all(p).await)
+        let rows: Vec<RunRow> = on_pool!(self, p => sqlx::query_as(built(&sql)).fetch_all(p).await)
             .map_err(query_error("reading the queue"))?;
         runs(rows)
     }
@@ -219,7 +219,7 @@ impl Store {
             "SELECT state = 'running' AND lease_expires_at_ms >= {} FROM runs WHERE stack = $1 ORDER BY id DESC LIMIT 1",
             db_now_sql(&self.pool)
         );
-        let alive: Option<Option<bool>> = on_pool!(self, p => sqlx::query_scalar(&sql)
+        let alive: Option<Option<bool>> = on_pool!(self, p => sqlx::query_scalar(built(&sql))
             .bind(stack)
             .fetch_optional(p)
             .await)
@@ -242,7 +242,7 @@ impl Store {
             "SELECT COUNT(*) FROM runs WHERE state = 'running' AND lease_expires_at_ms >= {}",
             db_now_sql(&self.pool)
         );
-        let active_leases: i64 = on_pool!(self, p => sqlx::query_scalar(&sql)
+        let active_leases: i64 = on_pool!(self, p => sqlx::query_scalar(built(&sql))
         .fetch_one(p)
         .await)
         .map_err(query_error("counting leases"))?;

@@ -31,11 +31,11 @@ async fn fresh() -> Vec<(Store, String)> {
         .await
         .expect("connect to the test PostgreSQL (is it running? scripts/setup.sh starts it)");
     let db = format!("seatrial_store_{}_{n}", std::process::id());
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
         .execute(&admin)
         .await
         .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(&admin)
         .await
         .expect("create database");
