@@ -42,7 +42,7 @@ pub enum EngineError {
     Api {
         context: String,
         #[source]
-        source: bollard::errors::Error,
+        source: ApiError,
     },
     #[error("cancelled while {context}")]
     Cancelled { context: String },
@@ -127,7 +127,27 @@ impl EngineError {
 
     pub(crate) fn api(context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
         let context = context.into();
-        move |source| Self::Api { context, source }
+        move |source| Self::Api {
+            context,
+            source: ApiError(Box::new(source)),
+        }
+    }
+}
+
+/// What the Docker API client reported: its message, and its causes through `source()`. The
+/// client library's own error type stays inside this crate, so callers do not depend on it.
+#[derive(Debug)]
+pub struct ApiError(Box<dyn std::error::Error + Send + Sync>);
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 

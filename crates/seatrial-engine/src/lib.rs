@@ -5,9 +5,10 @@
 //! A second backend (plain containers, Podman's Docker-compatible socket) implements the same trait.
 //! [`VolumeSnapshots`] snapshots an app's volumes and restores them byte for byte.
 
-pub mod convert;
+mod convert;
 pub mod error;
 pub mod labels;
+mod plan;
 pub mod snapshot;
 mod swarm;
 
@@ -16,9 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use convert::StackPlan;
-pub use error::{AppFailure, EngineError, ErrorKind, FailureReason};
+pub use error::{ApiError, AppFailure, EngineError, ErrorKind, FailureReason};
 pub use labels::RunLabels;
+pub use plan::StackPlan;
 pub use snapshot::{
     Manifest, RestoreReport, SnapshotMeta, VolumeRecord, VolumeSnapshots, read_manifest,
     unfinished_restore, verify_snapshot,
@@ -239,6 +240,11 @@ pub struct EngineInfo {
 pub trait Engine: Send + Sync {
     /// Checks the engine answers and can deploy stacks.
     async fn info(&self) -> Result<EngineInfo>;
+
+    /// Checks that a plan can be deployed to this engine as far as that can be told without
+    /// looking at the engine's state (names, sources, mounts): every problem at once, as
+    /// [`EngineError::Invalid`]. [`Engine::deploy`] checks the same (and more) itself.
+    fn check_plan(&self, plan: &StackPlan) -> Result<()>;
 
     /// Creates or updates a stack. Everything is checked before anything is created; when
     /// creating a new stack fails midway, what was created is removed again.

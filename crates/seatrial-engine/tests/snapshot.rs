@@ -4,6 +4,8 @@
 //! What a volume holds is read straight from its mountpoint on this host (the tests run next to
 //! the engine, as root): an oracle independent of the archive API under test.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -857,6 +859,7 @@ async fn bench_snapshot_restore_1gib() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let engine = engine().await;
+    let client = common::api_client().await;
     let mut res = Resources::new("bench");
     let data = res.volume("data", &[]);
     // 768 MiB in six large files, 256 MiB in 4096 files of 64 KiB.
@@ -902,7 +905,7 @@ async fn bench_snapshot_restore_1gib() {
         ]);
         settle();
         let t = Instant::now();
-        let mut stream = engine.docker().download_from_container(
+        let mut stream = client.download_from_container(
             &floor_helper,
             Some(bollard::query_parameters::DownloadFromContainerOptions {
                 path: "/seatrial-volume".to_owned(),

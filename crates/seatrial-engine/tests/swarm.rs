@@ -1,5 +1,10 @@
 //! Deploy, converge and undeploy against the real Docker Swarm engine (`scripts/setup.sh` makes
 //! one). These tests fail — never skip — when no engine answers.
+//!
+//! Longer than 600 lines on purpose: one lifecycle (check, deploy, converge, undeploy) whose
+//! tests share the recipe, plan and leftover helpers at the top.
+
+mod common;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -68,8 +73,8 @@ fn create() -> DeployOptions {
 }
 
 /// Every object on the engine that carries the stack's namespace label, by kind.
-async fn leftovers(engine: &SwarmEngine, stack: &str) -> Vec<String> {
-    let d = engine.docker();
+async fn leftovers(stack: &str) -> Vec<String> {
+    let d = common::api_client().await;
     let filter = || {
         Some(HashMap::from([(
             "label".to_owned(),
@@ -221,7 +226,7 @@ async fn deploy_converges_serves_and_undeploy_leaves_nothing() {
         assert!(response.contains("seatrial fixture web v1"), "{response}");
 
         // Everything created carries the seatrial labels, volumes included.
-        let d = engine.docker();
+        let d = common::api_client().await;
         let volume = d
             .inspect_volume(&format!("{stack}_data"))
             .await
@@ -255,7 +260,7 @@ async fn deploy_converges_serves_and_undeploy_leaves_nothing() {
             .undeploy(&stack, &UndeployOptions::default(), &NoProgress)
             .await
             .expect("undeploy");
-        let left = leftovers(&engine, &stack).await;
+        let left = leftovers(&stack).await;
         assert_eq!(
             left.len(),
             3,
@@ -278,7 +283,7 @@ async fn deploy_converges_serves_and_undeploy_leaves_nothing() {
             .undeploy(&stack, &opts, &NoProgress)
             .await
             .expect("remove data");
-        assert_eq!(leftovers(&engine, &stack).await, Vec::<String>::new());
+        assert_eq!(leftovers(&stack).await, Vec::<String>::new());
     })
     .await;
 }
@@ -329,7 +334,7 @@ async fn failing_healthcheck_is_reported_within_the_deadline() {
         );
     })
     .await;
-    assert_eq!(leftovers(&engine, &stack).await, Vec::<String>::new());
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,7 +393,7 @@ async fn update_rolled_back_by_swarm_is_a_failure() {
         );
     })
     .await;
-    assert_eq!(leftovers(&engine, &stack).await, Vec::<String>::new());
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +518,45 @@ async fn too_long_secret_name_is_refused_before_anything_exists() {
     let text = err.to_string();
     assert!(matches!(err, EngineError::Invalid { .. }), "{text}");
     assert!(text.contains(&key) && text.contains("at most 64"), "{text}");
-    assert_eq!(leftovers(&engine, &stack).await, Vec::<String>::new());
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_plan_names_every_problem_as_deploy_would() {
+    let engine = engine().await;
+    let stack = stack_name("check");
+    let compose = "services:\n  web:\n    image: seatrial-fixture/web:1\n    secrets: [token]\n    configs: [site]\nsecrets:\n  token:\n    file: ./missing\nconfigs:\n  site:\n    file: ../outside\n";
+    let dir = recipe("check", compose, &[]);
+    let bad = plan(&stack, &dir);
+    let at = |err: &EngineError| match err {
+        EngineError::Invalid { findings, .. } => {
+            findings.iter().map(|f| f.at.clone()).collect::<Vec<_>>()
+        }
+        other => panic!("expected the plan to be invalid, got: {other}"),
+    };
+    let checked = engine
+        .check_plan(&bad)
+        .expect_err("a secret and a config without their files are refused");
+    assert_eq!(at(&checked), ["secrets.token", "configs.site"], "{checked}");
+    assert!(
+        SwarmEngine::check_plan_unconnected(&bad).is_err(),
+        "the check before connecting agrees"
+    );
+    let deployed = engine
+        .deploy(&bad, &create())
+        .await
+        .expect_err("deploy refuses what check_plan refuses");
+    assert_eq!(at(&deployed), at(&checked));
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
+
+    let good = recipe(
+        "check-good",
+        "services:\n  web:\n    image: seatrial-fixture/web:1\n",
+        &[],
+    );
+    engine
+        .check_plan(&plan(&stack, &good))
+        .expect("a plain service is a valid plan");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,11 +580,7 @@ async fn missing_image_is_refused_before_anything_exists() {
             text.contains("seatrial-fixture/does-not-exist:1") && text.contains("service `api`"),
             "{text}"
         );
-        assert_eq!(
-            leftovers(&engine, &stack).await,
-            Vec::<String>::new(),
-            "{pull:?}"
-        );
+        assert_eq!(leftovers(&stack).await, Vec::<String>::new(), "{pull:?}");
     }
 }
 
@@ -559,8 +598,8 @@ async fn taken_stack_name_is_refused_and_left_untouched() {
             .deploy(&plan(&stack, &dir), &create())
             .await
             .expect("first deploy");
-        let before = engine
-            .docker()
+        let d = common::api_client().await;
+        let before = d
             .inspect_service(&format!("{stack}_web"), None)
             .await
             .expect("service")
@@ -574,8 +613,7 @@ async fn taken_stack_name_is_refused_and_left_untouched() {
             err.to_string().contains("--update"),
             "the error says what to do: {err}"
         );
-        let after = engine
-            .docker()
+        let after = d
             .inspect_service(&format!("{stack}_web"), None)
             .await
             .expect("service")

@@ -293,6 +293,9 @@ mod tests {
         async fn info(&self) -> Result<EngineInfo, EngineError> {
             unused()
         }
+        fn check_plan(&self, _: &StackPlan) -> Result<(), EngineError> {
+            unused()
+        }
         async fn deploy(
             &self,
             _: &StackPlan,

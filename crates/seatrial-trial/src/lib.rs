@@ -636,12 +636,7 @@ fn prepare(
             .check(&recipe.dir, &app, &which)
             .map_err(bad)?;
         let plan = plan(ctx, rev, &app, &mut HashMap::new())?;
-        seatrial_engine::convert::convert(&plan).map_err(|findings| {
-            StageError::from(EngineError::Invalid {
-                stack: ctx.stack.clone(),
-                findings,
-            })
-        })?;
+        ctx.engine.check_plan(&plan)?;
     }
     Ok(s)
 }

@@ -74,12 +74,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
         secret_values: HashMap::new(),
     };
     // Everything that is wrong with the input is reported before the engine is contacted.
-    seatrial_engine::convert::convert(&plan).map_err(|findings| {
-        Failure::from(seatrial_engine::EngineError::Invalid {
-            stack: plan.stack.clone(),
-            findings,
-        })
-    })?;
+    SwarmEngine::check_plan_unconnected(&plan)?;
     let supplied: HashMap<String, SecretValue> = args.secrets.iter().cloned().collect();
     let engine = SwarmEngine::connect().await?;
     // Secret values generated for an app that never came to exist go with it.

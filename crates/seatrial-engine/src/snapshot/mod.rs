@@ -310,12 +310,9 @@ impl SwarmEngine {
                 bollard::errors::Error::DockerResponseServerError {
                     status_code: 404,
                     ref message,
-                } if message.contains("image") => EngineError::Api {
-                    context: format!(
-                        "creating a snapshot helper for volume `{volume}` from image `{image}` (the image must be on the engine: pass an image the app already uses)"
-                    ),
-                    source: e,
-                },
+                } if message.contains("image") => EngineError::api(format!(
+                    "creating a snapshot helper for volume `{volume}` from image `{image}` (the image must be on the engine: pass an image the app already uses)"
+                ))(e),
                 e => EngineError::api(format!(
                     "creating a snapshot helper for volume `{volume}` from image `{image}`"
                 ))(e),

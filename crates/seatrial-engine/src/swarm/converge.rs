@@ -14,7 +14,8 @@ use bollard::query_parameters::{ListServicesOptions, ListTasksOptions, LogsOptio
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::{SwarmEngine, stack_filter};
+use super::SwarmEngine;
+use super::inventory::stack_filter;
 use crate::error::{AppFailure, EngineError, FailureReason};
 use crate::swarm::pulse::Pulse;
 use crate::{ConvergeOptions, ConvergeProgress, ConvergeReport, ProgressObserver, ServiceStatus};

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use seatrial_engine::{EngineError, SwarmEngine};
+use seatrial_engine::{Engine, EngineError, SwarmEngine};
 use seatrial_store::{NewRun, Run, RunId, Stats, Store, StoreError};
 use seatrial_trial::janitor::{Liveness, RunLiveness, RunRegistry, SharedLiveness};
 use tokio::sync::{Notify, OnceCell, broadcast};
@@ -44,7 +44,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// This process, as lease owner: `<host>:<pid>:<random>`.
     pub owner: String,
-    engine: OnceCell<Arc<SwarmEngine>>,
+    engine: OnceCell<Arc<dyn Engine>>,
     /// Wakes the queue runner when this process queued something.
     pub wake: Notify,
     /// Runs whose log, stages or state changed (live views listen).
@@ -115,9 +115,12 @@ impl Shared {
     }
 
     /// The engine, connected on first use (and retried while it is unreachable).
-    pub async fn engine(&self) -> Result<Arc<SwarmEngine>, EngineError> {
+    pub async fn engine(&self) -> Result<Arc<dyn Engine>, EngineError> {
         self.engine
-            .get_or_try_init(|| async { SwarmEngine::connect().await.map(Arc::new) })
+            .get_or_try_init(|| async {
+                let engine: Arc<dyn Engine> = Arc::new(SwarmEngine::connect().await?);
+                Ok(engine)
+            })
             .await
             .cloned()
     }

@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use seatrial_engine::Engine;
 use serde_json::json;
 
 use super::ApiError;

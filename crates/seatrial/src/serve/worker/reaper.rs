@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seatrial_engine::{Engine, EngineError, UndeployOptions};
+use seatrial_engine::{EngineError, UndeployOptions};
 use seatrial_store::{Reaped, RunId};
 
 use super::MAX_ATTEMPTS;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use seatrial_engine::{SwarmEngine, fmt_duration};
+use seatrial_engine::{Engine, fmt_duration};
 use seatrial_store::{Run, RunId, RunState};
 use seatrial_trial::settings::Overrides;
 use seatrial_trial::{StageResult, TrialConfig, TrialResult};
@@ -78,7 +78,7 @@ fn spawn_guard(
 }
 
 /// Runs one claimed run to its end and records the verdict.
-pub async fn run(shared: &Arc<Shared>, engine: &Arc<SwarmEngine>, run: Run) {
+pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
     let id = run.id;
     // The run's own settings, fixed when it was queued (runs queued before settings were stored
     // get this server's). Unreadable ones end the run: it never runs with other settings.
