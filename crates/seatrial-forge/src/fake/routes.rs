@@ -59,6 +59,15 @@ pub(super) async fn me(State(s): State<Shared>, h: HeaderMap) -> Response {
     axum::Json(user_json(&me)).into_response()
 }
 
+/// Gitea's `limit` (default 30, at most 50) and 1-based `page` query parameters.
+fn paging(q: &HashMap<String, String>) -> (usize, usize) {
+    let number = |key: &str| q.get(key).and_then(|v| v.parse::<usize>().ok());
+    (
+        number("limit").unwrap_or(30).clamp(1, 50),
+        number("page").unwrap_or(1).max(1),
+    )
+}
+
 pub(super) async fn list_comments(
     State(s): State<Shared>,
     Path((o, r)): Path<(String, String)>,
@@ -70,16 +79,7 @@ pub(super) async fn list_comments(
     }
     let repo = format!("{o}/{r}");
     let since = q.get("since").cloned().unwrap_or_default();
-    let limit = q
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(30)
-        .clamp(1, 50);
-    let page = q
-        .get("page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let (limit, page) = paging(&q);
     let all: Vec<FakeComment> = lock(&s)
         .comments
         .iter()
@@ -311,16 +311,7 @@ pub(super) async fn timeline(
         return resp;
     }
     let repo = format!("{o}/{r}");
-    let limit = q
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(30)
-        .clamp(1, 50);
-    let page = q
-        .get("page")
-        .and_then(|p| p.parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let (limit, page) = paging(&q);
     let mut events: Vec<(String, Value)> = {
         let st = lock(&s);
         let comments = st
