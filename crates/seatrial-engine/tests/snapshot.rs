@@ -184,9 +184,8 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
         ("dir", String::new())
     } else if ft.is_file() {
         let mut hasher = Sha256::new();
-        let mut file =
-            std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        std::io::copy(&mut file, &mut hasher).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // digest 0.11 hashers are not io::Write: hash the file's bytes.
+        hasher.update(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
         (
             "file",
             format!(

@@ -142,43 +142,10 @@ pub fn approved_commit(
 /// Seconds since the Unix epoch of an RFC 3339 time (`2026-11-24T10:00:05Z`,
 /// `2026-11-24T11:00:05+01:00`, fractions ignored) — forges answer in their own time zone.
 pub fn unix_seconds(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, rest) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let zone_at = rest.find(['Z', 'z', '+', '-'])?;
-    let (time, zone) = rest.split_at(zone_at);
-    let time = time.split('.').next()?;
-    let mut t = time.splitn(3, ':');
-    let (hh, mm, ss): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    let offset = match zone {
-        "Z" | "z" => 0,
-        z => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = z.get(1..)?.split_once(':')?;
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
-        }
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
 }
 
 #[cfg(test)]
@@ -218,6 +185,19 @@ mod tests {
         assert_eq!(
             unix_seconds("2026-11-24T05:00:05.123-05:00"),
             unix_seconds("2026-11-24T10:00:05Z")
+        );
+        assert_eq!(
+            unix_seconds("2026-11-24t10:00:05z"),
+            unix_seconds("2026-11-24T10:00:05Z")
+        );
+        assert_eq!(
+            unix_seconds("2026-11-24 10:00:05Z"),
+            unix_seconds("2026-11-24T10:00:05Z")
+        );
+        assert_eq!(
+            unix_seconds("2026-11-24T10:00:05"),
+            None,
+            "no offset: no instant"
         );
         assert_eq!(unix_seconds(""), None);
         assert_eq!(unix_seconds("yesterday"), None);

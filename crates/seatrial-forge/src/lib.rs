@@ -14,4 +14,4 @@ pub use client::{
     StatusState, Token,
 };
 pub use command::{Command, CommandError, parse_comment};
-pub use webhook::{SignatureError, verify_signature};
+pub use webhook::{PayloadError, SignatureError, comment_event, verify_signature};

@@ -1,10 +1,13 @@
 //! Webhook deliveries are trusted only when their HMAC-SHA256 signature over the raw body, with
 //! the server's secret, matches — compared in constant time. Gitea sends `X-Gitea-Signature`,
 //! Forgejo `X-Forgejo-Signature` (both hex), older ones `X-Gogs-Signature`, and all of them
-//! also `X-Hub-Signature-256` (`sha256=<hex>`).
+//! also `X-Hub-Signature-256` (`sha256=<hex>`). A verified `issue_comment` delivery is read into
+//! the same [`Comment`] that polling yields.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+use crate::{Comment, RepoName};
 
 /// Why a delivery was refused (answered 401; nothing is queued).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +54,45 @@ pub fn verify_signature<'h>(
     // `verify_slice` compares in constant time.
     mac.verify_slice(&given)
         .map_err(|_| SignatureError::Mismatch)
+}
+
+/// The event header names (Gitea, Forgejo, Gogs), in the order seatrial reads them.
+pub const EVENT_HEADERS: [&str; 3] = ["x-gitea-event", "x-forgejo-event", "x-gogs-event"];
+
+/// The delivery's body is not JSON (answered 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the payload is not JSON: {0}")]
+pub struct PayloadError(String);
+
+/// The comment an `issue_comment` delivery carries, when it was created or edited; `Ok(None)`
+/// for other actions and for payloads without a repository or comment id (nothing to act on).
+pub fn comment_event(body: &[u8]) -> Result<Option<(RepoName, Comment)>, PayloadError> {
+    let payload: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
+    Ok(comment_of(&payload))
+}
+
+fn comment_of(payload: &serde_json::Value) -> Option<(RepoName, Comment)> {
+    if !matches!(payload["action"].as_str(), Some("created" | "edited")) {
+        return None;
+    }
+    let repo = payload["repository"]["full_name"].as_str()?.parse().ok()?;
+    let c = &payload["comment"];
+    let comment = Comment {
+        id: c["id"].as_i64()?,
+        body: c["body"].as_str().unwrap_or_default().to_owned(),
+        user: c["user"]["login"].as_str().unwrap_or_default().to_owned(),
+        number: payload["issue"]["number"].as_i64(),
+        on_pull: payload["is_pull"].as_bool().unwrap_or(false)
+            || !payload["issue"]["pull_request"].is_null(),
+        updated_at: c["updated_at"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .or_else(|| c["created_at"].as_str())
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    Some((repo, comment))
 }
 
 /// The hex HMAC-SHA256 of `body` (what a forge sends; used by the fake forge in tests).
@@ -143,5 +185,27 @@ mod tests {
             verify_signature(SECRET, BODY, headers(&short)),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn comment_events_are_read_and_other_actions_ignored() {
+        let created = br#"{"action":"created","repository":{"full_name":"coop/hello"},
+            "issue":{"number":4,"pull_request":{"merged":false}},
+            "comment":{"id":9,"body":"!testme","user":{"login":"alice"},
+                       "created_at":"2026-11-24T10:00:00Z","updated_at":""}}"#;
+        let (repo, c) = comment_event(created).expect("JSON").expect("a comment");
+        assert_eq!(repo.to_string(), "coop/hello");
+        assert_eq!(
+            (c.id, c.body.as_str(), c.user.as_str(), c.number, c.on_pull),
+            (9, "!testme", "alice", Some(4), true)
+        );
+        assert_eq!(
+            c.updated_at, "2026-11-24T10:00:00Z",
+            "created_at when never edited"
+        );
+        let deleted =
+            br#"{"action":"deleted","repository":{"full_name":"coop/hello"},"comment":{"id":9}}"#;
+        assert_eq!(comment_event(deleted), Ok(None));
+        assert!(comment_event(b"not json").is_err());
     }
 }

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use seatrial_store::{NewRun, Reaped, RunFilter, RunState, StageRecord, Store};
+use seatrial_store::{
+    Mode, NewRun, Reaped, RunFilter, RunId, RunState, StageRecord, StageResult, Store, Trigger,
+};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
@@ -29,11 +31,11 @@ async fn fresh() -> Vec<(Store, String)> {
         .await
         .expect("connect to the test PostgreSQL (is it running? scripts/setup.sh starts it)");
     let db = format!("seatrial_store_{}_{n}", std::process::id());
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
         .execute(&admin)
         .await
         .expect("drop");
-    sqlx::query(&format!("CREATE DATABASE {db}"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
         .execute(&admin)
         .await
         .expect("create database");
@@ -45,12 +47,7 @@ async fn fresh() -> Vec<(Store, String)> {
 }
 
 fn new_run(recipe: &str) -> NewRun {
-    NewRun {
-        recipe: recipe.to_owned(),
-        mode: "cold".into(),
-        trigger: "api".into(),
-        ..NewRun::default()
-    }
+    NewRun::new(recipe, Mode::Cold, Trigger::Api)
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -63,7 +60,7 @@ async fn a_run_goes_from_queued_to_a_verdict_once() {
         let second = store.enqueue(&new_run("b")).await.expect("enqueue");
         assert_eq!(first.state, RunState::Queued, "{b}");
         assert_eq!(first.attempt, 0);
-        let queue: Vec<i64> = store
+        let queue: Vec<RunId> = store
             .queue()
             .await
             .expect("queue")
@@ -131,7 +128,7 @@ async fn a_run_goes_from_queued_to_a_verdict_once() {
                 .expect("finish"),
             "{b}: once"
         );
-        assert!(store.get(9_999_999).await.expect("get").is_none());
+        assert!(store.get(RunId(9_999_999)).await.expect("get").is_none());
     }
 }
 
@@ -182,7 +179,7 @@ async fn cancel_stops_queued_runs_at_once_and_flags_running_ones() {
         );
         assert!(
             store
-                .request_cancel(424_242, None)
+                .request_cancel(RunId(424_242), None)
                 .await
                 .expect("cancel")
                 .is_none()
@@ -290,7 +287,7 @@ async fn lists_filter_and_page_and_logs_and_stages_keep_order() {
         for i in 0..7 {
             let mut n = new_run(if i % 2 == 0 { "even" } else { "odd" });
             if i == 6 {
-                n.mode = "quick".into();
+                n.mode = Mode::Quick;
             }
             ids.push(store.enqueue(&n).await.expect("enqueue").id);
         }
@@ -310,7 +307,7 @@ async fn lists_filter_and_page_and_logs_and_stages_keep_order() {
         assert_eq!(even.len(), 4, "{b}");
         let quick = store
             .list(&RunFilter {
-                mode: Some("quick".into()),
+                mode: Some(Mode::Quick),
                 ..RunFilter::default()
             })
             .await
@@ -365,7 +362,7 @@ async fn lists_filter_and_page_and_logs_and_stages_keep_order() {
                     id,
                     &StageRecord {
                         name: name.into(),
-                        result: "pass".into(),
+                        result: StageResult::Pass,
                         started_at: "2026-11-24T00:00:00Z".into(),
                         duration_ms: 12,
                         detail: "ok".into(),
@@ -392,7 +389,7 @@ async fn lists_filter_and_page_and_logs_and_stages_keep_order() {
         assert!(
             stats
                 .by_state_and_mode
-                .contains(&("queued".into(), "quick".into(), 1))
+                .contains(&(RunState::Queued, Mode::Quick, 1))
         );
 
         assert!(store.mark_comment_seen("gitea", 77).await.expect("seen"));
@@ -431,7 +428,7 @@ async fn two_stores_claiming_at_once_take_each_run_exactly_once() {
             tokio::spawn(claimer(other, "b"))
         );
         let (a, c) = (a.expect("a"), c.expect("b"));
-        let all: HashSet<i64> = a.iter().chain(&c).copied().collect();
+        let all: HashSet<RunId> = a.iter().chain(&c).copied().collect();
         assert_eq!(a.len() + c.len(), 20, "{b}: {a:?} {c:?}");
         assert_eq!(all.len(), 20, "{b}: no run claimed twice");
     }

@@ -3,9 +3,11 @@
 
 use std::fmt::Write as _;
 
-use seatrial_store::{Run, RunState, StageRecord};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::http::{ListQuery, ms_rfc3339};
+use seatrial_store::{Mode, Run, RunId, RunState, StageRecord};
+
+use super::view::{ListQuery, ms_rfc3339};
 
 /// Escapes text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -49,8 +51,8 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-pub fn mode_badge(mode: &str) -> String {
-    let m = esc(mode);
+pub fn mode_badge(mode: Mode) -> String {
+    let m = mode.as_str();
     format!("<span class=\"badge mode-{m}\" title=\"{m} trial\">{m}</span>")
 }
 
@@ -74,7 +76,7 @@ fn duration_of(run: &Run) -> String {
 
 pub fn list_page(
     runs: &[Run],
-    positions: &std::collections::HashMap<i64, usize>,
+    positions: &std::collections::HashMap<RunId, usize>,
     q: &ListQuery,
     limit: i64,
 ) -> String {
@@ -126,9 +128,9 @@ pub fn list_page(
                     .as_deref()
                     .map(|x| format!(" <small>@{}</small>", esc(x)))
                     .unwrap_or_default(),
-                mode = mode_badge(&r.mode),
+                mode = mode_badge(r.mode),
                 state = state_badge(r.state),
-                trigger = esc(&r.trigger),
+                trigger = r.trigger.as_str(),
                 created = ms_rfc3339(r.created_at_ms),
                 time = duration_of(r),
             );
@@ -153,15 +155,17 @@ pub fn list_page(
     page("runs", &b)
 }
 
+/// What a query value in a dashboard link keeps as it is: RFC 3986's unreserved characters, and
+/// `/` (recipe paths read better unescaped).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|c| match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (c as char).to_string()
-            }
-            _ => format!("%{c:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 pub fn queue_page(
@@ -182,7 +186,7 @@ pub fn queue_page(
             "<tr><td>{}</td><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td class=\"wide\">{}</td></tr>",
             state_badge(r.state),
             esc(&r.recipe),
-            mode_badge(&r.mode),
+            mode_badge(r.mode),
             ms_rfc3339(r.created_at_ms),
             id = r.id
         );
@@ -193,7 +197,7 @@ pub fn queue_page(
             "<tr><td>{}</td><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td>{}</td><td class=\"wide\">{}</td></tr>",
             i + 1,
             esc(&r.recipe),
-            mode_badge(&r.mode),
+            mode_badge(r.mode),
             ms_rfc3339(r.created_at_ms),
             id = r.id
         );
@@ -227,10 +231,10 @@ pub fn run_page(run: &Run, stages: &[StageRecord], position: Option<usize>) -> S
     let mut b = format!(
         "<h1>Run {} {} <span id=\"state\">{}</span></h1>",
         run.id,
-        mode_badge(&run.mode),
+        mode_badge(run.mode),
         state_badge(run.state)
     );
-    if run.mode == "quick" {
+    if run.mode == Mode::Quick {
         b.push_str("<p><strong>Quick run:</strong> tested against a warm copy — lower confidence than a cold run.</p>");
     }
     b.push_str("<dl>");
@@ -241,7 +245,7 @@ pub fn run_page(run: &Run, stages: &[StageRecord], position: Option<usize>) -> S
     };
     row("recipe", esc(&run.recipe));
     row("ref", esc(run.reference.as_deref().unwrap_or("")));
-    row("trigger", esc(&run.trigger));
+    row("trigger", run.trigger.to_string());
     row(
         "requested by",
         esc(run.requested_by.as_deref().unwrap_or("")),
@@ -269,7 +273,7 @@ pub fn run_page(run: &Run, stages: &[StageRecord], position: Option<usize>) -> S
                     u64::try_from(s.duration_ms).unwrap_or(0)
                 )),
                 esc(&s.detail),
-                r = esc(&s.result),
+                r = s.result,
             );
         }
         b.push_str("</tbody></table>");

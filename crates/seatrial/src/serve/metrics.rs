@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use seatrial_store::{Mode, RunState};
+
 /// Bucket bounds in seconds.
 const HTTP_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 const STAGE_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0];
@@ -75,7 +77,7 @@ pub struct StoreFigures {
     pub queued: i64,
     pub running: i64,
     pub active_leases: i64,
-    pub by_state_and_mode: Vec<(String, String, i64)>,
+    pub by_state_and_mode: Vec<(RunState, Mode, i64)>,
 }
 
 fn escape(v: &str) -> String {
@@ -134,8 +136,8 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "seatrial_runs{{state=\"{}\",mode=\"{}\"}} {n}",
-                escape(state),
-                escape(mode)
+                state.as_str(),
+                mode.as_str()
             );
         }
         out.push_str("# HELP seatrial_stage_duration_seconds Trial stage durations (this process).\n# TYPE seatrial_stage_duration_seconds histogram\n");
@@ -211,7 +213,7 @@ mod tests {
             queued: 4,
             running: 1,
             active_leases: 1,
-            by_state_and_mode: vec![("passed".into(), "cold".into(), 7)],
+            by_state_and_mode: vec![(RunState::Passed, Mode::Cold, 7)],
         });
         assert!(text.contains("seatrial_queue_depth 4\n"), "{text}");
         assert!(text.contains("seatrial_runs{state=\"passed\",mode=\"cold\"} 7\n"));

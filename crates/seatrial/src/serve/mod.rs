@@ -1,18 +1,25 @@
 //! `seatrial serve`: the queue runner and the HTTP edge over the store. Trials run inside the
 //! server exactly as on the command line.
+//!
+//! `state` is what the others share and depends on none of them; `worker` runs the queue,
+//! `forge` turns pull-request comments into runs and reports back, `http` serves the API, the
+//! dashboard (drawn by `dashboard`, with `view`) and the webhook; `config` and `metrics` are
+//! leaves. This file wires them and runs the shutdown sequence.
 
 pub mod config;
 pub mod dashboard;
 pub mod forge;
 pub mod http;
 pub mod metrics;
+pub mod state;
+pub mod view;
 pub mod worker;
 
 use std::sync::Arc;
 
 use crate::exit::{self, Failure};
 use config::ServeConfig;
-use worker::Shared;
+use state::Shared;
 
 pub async fn run(config: ServeConfig) -> Result<(), Failure> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
@@ -61,10 +68,13 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
     worker::reap_once(&shared).await;
     let reaper = tokio::spawn(worker::reap_loop(shared.clone()));
     let mut forge_tasks = Vec::new();
-    if let Some(config) = shared.config.forge.clone() {
-        let link =
-            Arc::new(forge::ForgeLink::new(config).map_err(|e| Failure::new(exit::BAD_INPUT, e))?);
-        let _ = shared.forge.set(link.clone());
+    let forge_link = match shared.config.forge.clone() {
+        Some(config) => Some(Arc::new(
+            forge::ForgeLink::new(config).map_err(|e| Failure::new(exit::BAD_INPUT, e))?,
+        )),
+        None => None,
+    };
+    if let Some(link) = forge_link.clone() {
         tracing::info!(
             forge = %link.config.url,
             repos = link.config.repos.len(),
@@ -80,7 +90,7 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
     let mut interrupts = crate::signals::Interrupts::install()?;
     let stop_http = tokio_util::sync::CancellationToken::new();
     let server = {
-        let app = http::router(shared.clone());
+        let app = http::router(shared.clone(), forge_link.clone());
         let stop = stop_http.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -105,7 +115,7 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
         }
     }
     reaper.abort();
-    if let Some(link) = shared.forge.get() {
+    if let Some(link) = &forge_link {
         // The last verdicts reach their pull requests before the server goes.
         forge::report_once(&shared, link).await;
     }

@@ -1,0 +1,310 @@
+//! Reading the config: the TOML file's shape, the environment variables that override each
+//! key, and the checks that turn both into a [`ServeConfig`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use seatrial_recipe::policy::Permit;
+use serde::Deserialize;
+
+use super::{ApiToken, EnrolledRepo, ForgeConfig, LogFormat, ProbeDefaults, ServeConfig};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgeFile {
+    kind: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+    poll_interval: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    webhook_secret: Option<String>,
+    command: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoFile {
+    name: String,
+    #[serde(default = "dot")]
+    recipe: String,
+    /// This repository's run timeout.
+    timeout: Option<String>,
+    /// This repository's probe settings (over the server's `[probe]`).
+    probe: Option<RepoProbeFile>,
+    /// Host access its recipes may have despite being untrusted (`docker-socket`, ...).
+    #[serde(default)]
+    permit: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoProbeFile {
+    strategy: Option<seatrial_trial::settings::Strategy>,
+    url: Option<String>,
+    insecure: Option<bool>,
+    path: Option<String>,
+    status: Option<String>,
+    body: Option<String>,
+    timeout: Option<String>,
+    port: Option<u16>,
+    services: Option<Vec<String>>,
+}
+
+fn dot() -> String {
+    ".".into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    capacity: Option<usize>,
+    run_timeout: Option<String>,
+    lease: Option<String>,
+    shutdown_grace: Option<String>,
+    base_domain: Option<String>,
+    #[serde(default)]
+    api_tokens: Vec<String>,
+    log_format: Option<LogFormat>,
+    request_timeout: Option<String>,
+    body_limit: Option<usize>,
+    public_url: Option<String>,
+    poll_interval: Option<String>,
+    #[serde(default)]
+    probe: ProbeDefaults,
+    #[serde(default)]
+    run_timeouts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    forge: Option<ForgeFile>,
+    #[serde(default)]
+    repos: Vec<RepoFile>,
+    #[serde(default)]
+    api_permit: Vec<String>,
+}
+
+/// Parses `permit` entries, naming the key they come from in errors.
+fn permits(key: &str, entries: &[String]) -> Result<Vec<Permit>, String> {
+    entries
+        .iter()
+        .map(|e| e.parse().map_err(|err| format!("{key}: {err}")))
+        .collect()
+}
+
+/// Reads the config: `path` when given (it must exist), else defaults; then the environment.
+pub fn load(path: Option<&Path>) -> Result<ServeConfig, String> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    load_with(path, &env)
+}
+
+pub fn load_with(
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServeConfig, String> {
+    let file: File = match path {
+        None => File::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read the config file {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+    };
+    let pick = |var: &str, file: Option<String>, key: &str| -> Option<(String, String)> {
+        env(var)
+            .map(|v| (v, var.to_owned()))
+            .or_else(|| file.map(|v| (v, key.to_owned())))
+    };
+    let duration = |var: &str, file: Option<String>, key: &str, default: Duration| match pick(
+        var, file, key,
+    ) {
+        None => Ok(default),
+        Some((v, from)) => seatrial_recipe::parse_duration(&v)
+            .map_err(|e| format!("{from} = {v:?}: {e} (e.g. \"30s\", \"60m\")")),
+    };
+    let data_dir = env("SEATRIAL_DATA_DIR")
+        .map(PathBuf::from)
+        .or(file.data_dir)
+        .unwrap_or_else(crate::secrets::data_dir);
+    let listen = match pick("SEATRIAL_LISTEN", file.listen, "listen") {
+        None => SocketAddr::from(([127, 0, 0, 1], 8086)),
+        Some((v, from)) => v.parse().map_err(|e| {
+            format!("{from} = {v:?}: {e} (give an address and port, e.g. \"127.0.0.1:8086\")")
+        })?,
+    };
+    let capacity = match env("SEATRIAL_CAPACITY") {
+        Some(v) => v.parse::<usize>().map_err(|e| {
+            format!("SEATRIAL_CAPACITY = {v:?}: {e} (a whole number of concurrent trials)")
+        })?,
+        None => file.capacity.unwrap_or(1),
+    };
+    if capacity == 0 {
+        return Err("capacity must be at least 1".into());
+    }
+    let database_url = env("SEATRIAL_DATABASE_URL")
+        .or(file.database_url)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("seatrial.db").display()));
+    let mut api_tokens: Vec<ApiToken> = file.api_tokens.into_iter().map(ApiToken).collect();
+    if let Some(t) = env("SEATRIAL_API_TOKEN") {
+        api_tokens.extend(t.split(',').map(|t| ApiToken(t.trim().to_owned())));
+    }
+    api_tokens.retain(|t| !t.0.is_empty());
+    let log_format = match env("SEATRIAL_LOG_FORMAT") {
+        Some(v) if v == "json" => LogFormat::Json,
+        Some(v) if v == "text" => LogFormat::Text,
+        Some(v) => return Err(format!("SEATRIAL_LOG_FORMAT = {v:?}: use text or json")),
+        None => file.log_format.unwrap_or(LogFormat::Text),
+    };
+    let mut run_timeouts = std::collections::BTreeMap::new();
+    for (recipe, t) in file.run_timeouts {
+        let d = seatrial_recipe::parse_duration(&t)
+            .map_err(|e| format!("run_timeouts.{recipe:?} = {t:?}: {e} (e.g. \"90m\")"))?;
+        run_timeouts.insert(recipe.trim_end_matches('/').to_owned(), d);
+    }
+    let forge_file = file.forge.unwrap_or_default();
+    let forge_url = env("SEATRIAL_FORGE_URL").or(forge_file.url);
+    let forge = match forge_url {
+        None => None,
+        Some(url) => {
+            let kind = forge_file.kind.unwrap_or_else(|| "gitea".into());
+            if !matches!(kind.as_str(), "gitea" | "forgejo") {
+                return Err(format!("forge.kind = {kind:?}: use gitea or forgejo"));
+            }
+            let token = env("SEATRIAL_FORGE_TOKEN")
+                .or(forge_file.token)
+                .ok_or_else(|| {
+                    "the forge needs an API token: set SEATRIAL_FORGE_TOKEN (or forge.token)"
+                        .to_owned()
+                })?;
+            let poll_interval = match forge_file.poll_interval {
+                None => Duration::from_secs(30),
+                Some(v) => seatrial_recipe::parse_duration(&v)
+                    .map_err(|e| format!("forge.poll_interval = {v:?}: {e}"))?,
+            };
+            if poll_interval < Duration::from_secs(1) {
+                return Err("forge.poll_interval must be at least 1s".into());
+            }
+            let mut repos = Vec::new();
+            for r in file.repos {
+                let name = r.name.parse().map_err(|e| format!("[[repos]] name: {e}"))?;
+                let recipe = std::path::PathBuf::from(r.recipe.trim_end_matches('/'));
+                let inside = recipe.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::Normal(_) | std::path::Component::CurDir
+                    )
+                });
+                if !inside {
+                    return Err(format!(
+                        "[[repos]] {}: recipe = {:?} must be a relative path inside the repository",
+                        r.name, r.recipe
+                    ));
+                }
+                let recipe = (recipe.components().count() > 0
+                    && recipe != std::path::Path::new("."))
+                .then_some(recipe);
+                let dur = |key: &str, v: Option<String>| {
+                    v.map(|t| {
+                        seatrial_recipe::parse_duration(&t)
+                            .map_err(|e| format!("[[repos]] {}: {key} = {t:?}: {e}", r.name))
+                    })
+                    .transpose()
+                };
+                let timeout = dur("timeout", r.timeout.clone())?;
+                let permit = permits(&format!("[[repos]] {}: permit", r.name), &r.permit)?;
+                let p = r.probe.unwrap_or_default();
+                let probe = seatrial_trial::settings::Overrides {
+                    strategy: p.strategy,
+                    url: p.url,
+                    insecure: p.insecure,
+                    path: p.path,
+                    status: p
+                        .status
+                        .map(|st| {
+                            seatrial_trial::settings::parse_status_range(&st)
+                                .map_err(|e| format!("[[repos]] {}: probe.status: {e}", r.name))
+                        })
+                        .transpose()?,
+                    body: p.body,
+                    probe_timeout: dur("probe.timeout", p.timeout)?,
+                    port: p.port,
+                    services: p.services,
+                    ..seatrial_trial::settings::Overrides::default()
+                };
+                repos.push(EnrolledRepo {
+                    name,
+                    recipe,
+                    timeout,
+                    probe,
+                    permit,
+                });
+            }
+            Some(ForgeConfig {
+                kind,
+                url,
+                token: seatrial_forge::Token::new(token),
+                poll_interval,
+                allow: forge_file.allow,
+                webhook_secret: env("SEATRIAL_WEBHOOK_SECRET")
+                    .or(forge_file.webhook_secret)
+                    .filter(|s| !s.is_empty())
+                    .map(ApiToken),
+                command: forge_file.command.unwrap_or_else(|| "!testme".into()),
+                repos,
+            })
+        }
+    };
+    let mut probe = file.probe;
+    if let Some(u) = env("SEATRIAL_PROBE_URL") {
+        probe.url = Some(u);
+    }
+    Ok(ServeConfig {
+        listen,
+        database_url,
+        data_dir,
+        capacity,
+        run_timeout: duration(
+            "SEATRIAL_RUN_TIMEOUT",
+            file.run_timeout,
+            "run_timeout",
+            Duration::from_secs(60 * 60),
+        )?,
+        lease: duration(
+            "SEATRIAL_LEASE",
+            file.lease,
+            "lease",
+            Duration::from_secs(30),
+        )?,
+        shutdown_grace: duration(
+            "SEATRIAL_SHUTDOWN_GRACE",
+            file.shutdown_grace,
+            "shutdown_grace",
+            Duration::from_secs(5 * 60),
+        )?,
+        base_domain: env("SEATRIAL_BASE_DOMAIN")
+            .or(file.base_domain)
+            .unwrap_or_else(|| "seatrial.localhost".into()),
+        api_tokens,
+        log_format,
+        request_timeout: duration(
+            "SEATRIAL_REQUEST_TIMEOUT",
+            file.request_timeout,
+            "request_timeout",
+            Duration::from_secs(30),
+        )?,
+        body_limit: file.body_limit.unwrap_or(64 * 1024),
+        public_url: env("SEATRIAL_PUBLIC_URL").or(file.public_url),
+        poll_interval: duration(
+            "SEATRIAL_POLL_INTERVAL",
+            file.poll_interval,
+            "poll_interval",
+            Duration::from_secs(2),
+        )?,
+        probe,
+        run_timeouts,
+        forge,
+        api_permit: permits("api_permit", &file.api_permit)?,
+    })
+}

@@ -1,0 +1,64 @@
+//! `POST /hooks/gitea`: the forge's webhook, verified and read by the forge crate, then handled
+//! like a polled comment.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use seatrial_forge::webhook::EVENT_HEADERS;
+use seatrial_forge::{comment_event, verify_signature};
+
+use super::{ApiError, AppState};
+use crate::serve::forge::on_comment;
+
+/// `POST /hooks/gitea`: a signed webhook delivery (Gitea or Forgejo). A bad or missing
+/// signature is answered 401 before anything else is looked at; events other than
+/// `issue_comment` are answered 204.
+pub(super) async fn receive(
+    State(AppState { shared, forge }): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(link) = forge else {
+        return ApiError(
+            StatusCode::NOT_FOUND,
+            "no forge is configured on this server".into(),
+        )
+        .into_response();
+    };
+    let Some(secret) = &link.config.webhook_secret else {
+        return ApiError(
+            StatusCode::NOT_FOUND,
+            "the webhook is disabled: set SEATRIAL_WEBHOOK_SECRET (or forge.webhook_secret)".into(),
+        )
+        .into_response();
+    };
+    if let Err(e) = verify_signature(secret.bytes(), &body, |name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    }) {
+        tracing::warn!(error = %e, "webhook refused");
+        return ApiError(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+    }
+    let event = EVENT_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .unwrap_or_default();
+    if event != "issue_comment" {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let (repo, comment) = match comment_event(&body) {
+        Ok(Some(event)) => event,
+        Ok(None) => return StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook refused");
+            return ApiError(StatusCode::BAD_REQUEST, "the payload is not JSON".into())
+                .into_response();
+        }
+    };
+    if !link.enrolled(&repo) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    tokio::spawn(async move {
+        on_comment(&shared, &link, &repo, &comment).await;
+    });
+    StatusCode::ACCEPTED.into_response()
+}
