@@ -109,8 +109,14 @@ const SET_ASIDE_PREFIX: &str = "seatrial-restore-old-";
 
 /// Replaces the contents of the local volume mounted at `mountpoint` with the tar at `tar`
 /// (entries `<archive_root>/...`, the first being the volume's root): its present entries are
-/// moved aside — and deleted on another thread while GNU tar unpacks — so nothing old is merged
-/// into the new contents, and the root's own mode and owner come from the tar.
+/// moved aside, so nothing old is merged into the new contents, and GNU tar unpacks into the
+/// empty mountpoint; the root's own mode and owner come from the tar.
+///
+/// What was moved aside is deleted in the background, after this returns: on these disks
+/// (ext4 mounted with `discard`) deleting a GiB takes about as long as writing one, and doing it
+/// first or alongside made the restore wait for it. The disk space comes back seconds later; a
+/// deletion cut short (the machine stops) is finished by the next restore of the volume, or by
+/// removing the volume.
 ///
 /// The caller has verified the tar against its manifest and checked that no container mounts
 /// the volume, and marks the restore unfinished until it returns.
@@ -135,7 +141,7 @@ pub(super) async fn restore(
             hint: "the volume is incomplete: fix the cause and restore again".to_owned(),
         }
     };
-    let aside = {
+    let set_aside_dirs = {
         let (parent, emptied) = (parent.clone(), mountpoint.to_owned());
         tokio::task::spawn_blocking(move || set_aside(&parent, &emptied))
             .await
@@ -144,12 +150,7 @@ pub(super) async fn restore(
             })?
             .map_err(failed(mountpoint))?
     };
-    // The old contents go while the new ones are unpacked: deleting a large volume is mostly
-    // waiting on the file system, and must not wait for the unpacking nor the other way round.
-    let deleting = tokio::task::spawn_blocking(move || {
-        let removed = std::fs::remove_dir_all(&aside);
-        (aside, removed)
-    });
+    delete_in_background(set_aside_dirs);
     let mut command = tokio::process::Command::new("tar");
     command
         .args([
@@ -180,9 +181,6 @@ pub(super) async fn restore(
         .output()
         .await
         .map_err(failed(tar))?;
-    let (aside, removed) = deleting.await.map_err(|e| EngineError::Cancelled {
-        context: format!("deleting the previous contents of volume `{volume}` ({e})"),
-    })?;
     if !unpacked.status.success() {
         return Err(failed(tar)(std::io::Error::other(format!(
             "tar exited with {}: {}",
@@ -190,33 +188,64 @@ pub(super) async fn restore(
             String::from_utf8_lossy(&unpacked.stderr).trim()
         ))));
     }
-    if let Err(e) = removed {
-        // Outside the volume's data: it costs disk only, and the next restore retries.
-        tracing::warn!(dir = %aside.display(), error = %e, "could not delete a restored volume's previous contents");
-    }
     Ok(())
 }
 
-/// Moves every entry of `mountpoint` into a new directory beside it and returns that directory;
-/// first deletes what an interrupted restore set aside there. Fails unless `mountpoint` is empty
-/// afterwards.
-fn set_aside(parent: &Path, mountpoint: &Path) -> std::io::Result<PathBuf> {
-    for entry in std::fs::read_dir(parent)?.map_while(std::result::Result::ok) {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(SET_ASIDE_PREFIX)
-            && let Err(e) = std::fs::remove_dir_all(entry.path())
-        {
-            tracing::warn!(dir = %entry.path().display(), error = %e, "could not delete what an interrupted restore set aside");
+/// Deletes `dirs` (set aside next to a mountpoint, outside the volume's data) with a detached
+/// `rm -rf` in a process group of its own, so that it finishes even after this process exits or
+/// its terminal is interrupted; a thread reaps it while this process lives.
+fn delete_in_background(dirs: Vec<PathBuf>) {
+    use std::os::unix::process::CommandExt;
+    if dirs.is_empty() {
+        return;
+    }
+    let spawned = std::process::Command::new("rm")
+        .args(["-rf", "--"])
+        .args(&dirs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            let _ = std::thread::Builder::new()
+                .name("restore-cleanup".to_owned())
+                .spawn(move || child.wait());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dirs = ?dirs, "cannot start rm; deleting what a restore set aside on a thread");
+            let _ = std::thread::Builder::new()
+                .name("restore-cleanup".to_owned())
+                .spawn(move || {
+                    for dir in dirs {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                });
         }
     }
+}
+
+/// Moves every entry of `mountpoint` into a new directory beside it; returns that directory and
+/// those that earlier restores set aside and whose deletion did not finish (all to delete).
+/// Fails unless `mountpoint` is empty afterwards.
+fn set_aside(parent: &Path, mountpoint: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(parent)?
+        .map_while(std::result::Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(SET_ASIDE_PREFIX)
+        })
+        .map(|e| e.path())
+        .collect();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let aside = parent.join(format!("{SET_ASIDE_PREFIX}{}-{nanos}", std::process::id()));
     std::fs::create_dir(&aside)?;
+    dirs.push(aside.clone());
     for entry in std::fs::read_dir(mountpoint)? {
         let entry = entry?;
         let from = entry.path();
@@ -238,7 +267,7 @@ fn set_aside(parent: &Path, mountpoint: &Path) -> std::io::Result<PathBuf> {
             "entries appeared in the volume while it was emptied: something uses it",
         ));
     }
-    Ok(aside)
+    Ok(dirs)
 }
 
 /// `text` with a backslash before each of `special` (for a tar --transform expression).
