@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark: snapshot + restore of a 1 GiB volume (seatrial's engine: archive API of a
-# never-started helper → sha256-checked tar file → recreated volume) against copying the same
+# Benchmark: snapshot + restore of a 1 GiB volume (seatrial's engine: GNU tar from the local
+# mountpoint or the archive API of a never-started helper → sha256-checked tar file → unpacked
+# into the local mountpoint, or into a recreated volume through the archive API, both timed)
+# against copying the same
 # volume with `tar -C <mountpoint> -cf - . | tar -xf -` into a scratch directory on the same
 # host, alternating per round in one run on one engine. Also checks that the restores are exact
 # and that the process's peak RSS stays bounded (the volume is streamed, never held in memory).

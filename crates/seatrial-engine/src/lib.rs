@@ -25,8 +25,8 @@ pub use error::{ApiError, AppFailure, EngineError, ErrorKind, FailureReason};
 pub use labels::RunLabels;
 pub use plan::StackPlan;
 pub use snapshot::{
-    Manifest, RestoreReport, SnapshotMeta, VolumeRecord, VolumeSnapshots, read_manifest,
-    unfinished_restore, verify_snapshot,
+    Manifest, RestoreReport, SnapshotMeta, VolumeRecord, VolumeSnapshots, VolumeState,
+    read_manifest, unfinished_restore, verify_snapshot,
 };
 pub use swarm::SwarmEngine;
 
@@ -239,9 +239,10 @@ pub struct EngineInfo {
     pub api_version: String,
 }
 
-/// A deploy target: deploy, converge, undeploy and inspect stacks.
+/// A deploy target: deploy, converge, undeploy and inspect stacks — and snapshot and restore
+/// their volumes ([`VolumeSnapshots`]), which warm canonicals and rollbacks need.
 #[async_trait]
-pub trait Engine: Send + Sync {
+pub trait Engine: VolumeSnapshots + Send + Sync {
     /// Checks the engine answers and can deploy stacks.
     async fn info(&self) -> Result<EngineInfo>;
 

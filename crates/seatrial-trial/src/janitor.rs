@@ -2,9 +2,11 @@
 //! machine rebooted) — and nothing else.
 //!
 //! A stack is reaped only when every seatrial object in it is of kind `trial` (apps from
-//! `seatrial app deploy`, canonicals and infra apps are never touched), and its run is known
-//! dead (its registered process is gone) or, when nothing is known about the run here, it is
-//! older than `max_age`. Live runs are never touched.
+//! `seatrial app deploy` and infra apps are never touched), and its run is known dead (its
+//! registered process is gone) or, when nothing is known about the run here, it is older than
+//! `max_age`. Live runs are never touched. Recorded canonicals (`protected`) are never touched
+//! either; a stack of kind `canonical` that is no recorded canonical — what a promotion killed
+//! midway left — is reaped only when its run is known dead.
 //!
 //! Who decides whether a run is alive: for runs of `seatrial serve`, the store (a run is alive
 //! while its lease holds, measured by the database's clock); for command-line trials, the
@@ -131,6 +133,8 @@ pub type SharedLiveness = Arc<dyn RunLiveness>;
 pub struct JanitorOptions {
     pub max_age: Duration,
     pub dry_run: bool,
+    /// Stacks never to touch: the recorded warm canonicals (see `warm::Warm::stacks`).
+    pub protected: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,7 +170,15 @@ async fn decide(
         .as_deref()
         .and_then(parse_rfc3339)
         .map(|c| now.saturating_sub(c));
-    if stack.kinds.iter().any(|k| k != "trial") || stack.kinds.is_empty() {
+    if options.protected.contains(&stack.stack) {
+        return (
+            false,
+            "a warm canonical (`seatrial warm drop` removes it)".to_owned(),
+            age,
+        );
+    }
+    let canonical = stack.kinds.iter().any(|k| k == "canonical");
+    if stack.kinds.iter().any(|k| k != "trial" && k != "canonical") || stack.kinds.is_empty() {
         return (
             false,
             format!("not a trial (kind: {})", stack.kinds.join(", ")),
@@ -184,6 +196,13 @@ async fn decide(
         return (
             true,
             format!("run {run} is gone (its process ended without cleaning up)"),
+            age,
+        );
+    }
+    if canonical {
+        return (
+            false,
+            "of kind canonical, not recorded here, and its run is not known dead (another data directory's canonical?)".to_owned(),
             age,
         );
     }
@@ -289,6 +308,35 @@ mod tests {
     }
 
     #[async_trait]
+    impl seatrial_engine::VolumeSnapshots for Stale {
+        async fn snapshot_volumes(
+            &self,
+            _: &[String],
+            _: &std::path::Path,
+            _: &str,
+            _: &seatrial_engine::SnapshotMeta,
+        ) -> Result<seatrial_engine::Manifest, EngineError> {
+            unused()
+        }
+        async fn restore_volumes(
+            &self,
+            _: &std::path::Path,
+            _: &str,
+        ) -> Result<seatrial_engine::RestoreReport, EngineError> {
+            unused()
+        }
+        async fn stack_volumes(
+            &self,
+            _: &str,
+        ) -> Result<Vec<seatrial_engine::VolumeState>, EngineError> {
+            unused()
+        }
+        async fn remove_volumes(&self, _: &[String]) -> Result<(), EngineError> {
+            unused()
+        }
+    }
+
+    #[async_trait]
     impl Engine for Stale {
         async fn info(&self) -> Result<EngineInfo, EngineError> {
             unused()
@@ -375,6 +423,7 @@ mod tests {
         let options = JanitorOptions {
             max_age: Duration::from_secs(3600),
             dry_run: false,
+            protected: Default::default(),
         };
         let decisions = run(&engine, &AllDead, &options)
             .await
@@ -409,6 +458,7 @@ mod tests {
         let options = JanitorOptions {
             max_age: Duration::from_secs(1),
             dry_run: false,
+            protected: Default::default(),
         };
         let decisions = run(&engine, &Alive, &options).await.expect("pass");
         assert!(
@@ -416,5 +466,49 @@ mod tests {
             "{decisions:?}"
         );
         assert!(engine.removed.lock().expect("lock").is_empty());
+    }
+
+    #[derive(Debug)]
+    struct Unknown;
+
+    #[async_trait]
+    impl RunLiveness for Unknown {
+        async fn liveness(&self, _: &str, _: &str) -> Liveness {
+            Liveness::Unknown
+        }
+    }
+
+    fn canonical_stack(name: &str) -> LabelledStack {
+        LabelledStack {
+            stack: name.to_owned(),
+            runs: vec!["r1".into()],
+            kinds: vec!["canonical".into()],
+            created: Some("2020-01-01T00:00:00Z".into()),
+            objects: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn canonicals_are_kept_and_only_a_dead_promotion_is_reaped() {
+        let options = JanitorOptions {
+            max_age: Duration::from_secs(1),
+            dry_run: false,
+            protected: ["wrec-000001".to_owned()].into(),
+        };
+        let now = 2_000_000_000;
+        // A recorded canonical: never touched, whatever its run.
+        let (remove, why, _) =
+            decide(&canonical_stack("wrec-000001"), &AllDead, &options, now).await;
+        assert!(!remove, "{why}");
+        assert!(why.contains("warm canonical"), "{why}");
+        // Not recorded here and its run unknown (another data directory's canonical): kept,
+        // however old.
+        let (remove, why, _) =
+            decide(&canonical_stack("wrec-000002"), &Unknown, &options, now).await;
+        assert!(!remove, "{why}");
+        // Not recorded and its run known dead: a promotion killed midway; reaped.
+        let (remove, why, _) =
+            decide(&canonical_stack("wrec-000003"), &AllDead, &options, now).await;
+        assert!(remove, "{why}");
     }
 }

@@ -13,7 +13,8 @@ use seatrial_engine::labels::RunLabels;
 use seatrial_engine::{DeployOptions, Engine, ProgressObserver, StackPlan};
 use seatrial_trial::settings::{Overrides, Strategy};
 use seatrial_trial::{
-    StageReport, StageResult, TrialConfig, TrialObserver, TrialReport, TrialResult, Trust,
+    StageReport, StageResult, TrialConfig, TrialMode, TrialObserver, TrialReport, TrialResult,
+    Trust,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -123,6 +124,8 @@ fn config(recipe: &Path, data: &Path, port: u16) -> TrialConfig {
             ..Overrides::default()
         },
         keep: false,
+        mode: TrialMode::Cold,
+        promote: false,
         data_dir: data.to_owned(),
         janitor_max_age: Duration::from_secs(3600),
         liveness: None,

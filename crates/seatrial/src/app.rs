@@ -16,6 +16,9 @@ use crate::secrets::SecretStore;
 use crate::source::Source;
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Some(dir) = cli.data_dir.filter(|d| !d.as_os_str().is_empty()) {
+        crate::secrets::set_data_dir(dir);
+    }
     match cli.command {
         Command::App(AppCommand::Deploy(args)) => deploy(args).await,
         Command::App(AppCommand::Undeploy(args)) => undeploy(args).await,
@@ -24,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Render(args) => crate::render::run(&args),
         Command::Test(args) => crate::trial::run(args).await,
         Command::Janitor(args) => crate::trial::janitor(args).await,
+        Command::Warm(command) => crate::warm::run(command).await,
         Command::Serve(args) => {
             let config = crate::serve::config::load(args.config.as_deref())
                 .map_err(|e| Failure::new(crate::exit::BAD_INPUT, e))?;

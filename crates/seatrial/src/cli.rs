@@ -20,6 +20,10 @@ pub struct Cli {
     /// More log output on stderr (-v: info, -vv: debug). SEATRIAL_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// seatrial's data directory: checkouts, app secrets, warm canonicals and their snapshots
+    /// [default: ~/.local/share/seatrial].
+    #[arg(long, global = true, env = "SEATRIAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +43,9 @@ pub enum Command {
     Test(TestArgs),
     /// Remove what killed or crashed trials left behind (only trial stacks whose run is gone).
     Janitor(JanitorArgs),
+    /// Warm canonicals: known-good, data-warm copies of recipes for `seatrial test --quick`.
+    #[command(subcommand)]
+    Warm(WarmCommand),
     /// Run the trial queue and the dashboard/API server.
     Serve(ServeArgs),
     /// List, show and cancel runs of a `seatrial serve` (through its API).
@@ -114,6 +121,46 @@ pub struct JanitorArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum WarmCommand {
+    /// Make (or replace) a recipe's canonical: a cold trial of its latest release (or --ref,
+    /// which must be the latest release) that keeps the data (`seatrial test --promote`).
+    Seed(Box<TestArgs>),
+    /// The canonicals on this host, with their versions, volumes and snapshot sizes.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a recipe's canonical: its volumes, secrets, configs and snapshot.
+    Drop {
+        /// The recipe (its name as `warm list` shows it, or its repository path or URL).
+        recipe: String,
+        /// Print what was removed as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the canonicals no quick run has used for a while (never used: since promoted).
+    Prune {
+        /// How long unused, e.g. 30d, 12h.
+        #[arg(long, value_parser = parse_duration)]
+        unused_for: Duration,
+        /// Only say what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What a quick run does when the recipe has no canonical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fallback {
+    /// Run a cold trial instead.
+    Cold,
+}
+
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Recipe: a directory, or a git repository (path or URL) with --ref.
@@ -130,6 +177,19 @@ pub struct TestArgs {
     /// Leave the app up after the trial (prints the command that removes it).
     #[arg(long)]
     pub keep: bool,
+    /// Run on the recipe's warm canonical (`seatrial warm seed` makes one): deploy its
+    /// known-good version on its data, upgrade to the change, and put the known-good data back
+    /// afterwards. Faster, lower confidence than a cold trial (no first boot on empty volumes).
+    #[arg(long, conflicts_with_all = ["promote", "keep"])]
+    pub quick: bool,
+    /// With --quick: what to do when the recipe has no canonical (default: exit 2).
+    #[arg(long, value_enum, requires = "quick")]
+    pub fallback: Option<Fallback>,
+    /// When the trial passes and the change is the recipe's latest release, keep its data as
+    /// the recipe's canonical (replacing an older one) instead of deleting it. Refused (exit 2)
+    /// before anything is deployed for any other change.
+    #[arg(long, conflicts_with = "keep")]
+    pub promote: bool,
     /// The app's domain is <stack>.<base-domain>.
     #[arg(long, default_value = "seatrial.localhost")]
     pub base_domain: String,

@@ -13,6 +13,7 @@ mod signals;
 mod source;
 mod table;
 mod trial;
+mod warm;
 
 use clap::Parser;
 

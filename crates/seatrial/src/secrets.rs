@@ -12,8 +12,19 @@ use seatrial_recipe::{SecretSlot, SecretValue};
 
 use crate::exit::{self, Failure};
 
-/// seatrial's data directory: `SEATRIAL_DATA_DIR`, else `~/.local/share/seatrial`.
+/// `--data-dir`, when given (clap also reads `SEATRIAL_DATA_DIR` into it).
+static DATA_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the data directory for this process (`--data-dir`); the first call wins.
+pub fn set_data_dir(dir: PathBuf) {
+    let _ = DATA_DIR.set(dir);
+}
+
+/// seatrial's data directory: `--data-dir`, `SEATRIAL_DATA_DIR`, else `~/.local/share/seatrial`.
 pub fn data_dir() -> PathBuf {
+    if let Some(dir) = DATA_DIR.get() {
+        return dir.clone();
+    }
     if let Some(dir) = std::env::var_os("SEATRIAL_DATA_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }

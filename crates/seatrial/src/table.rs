@@ -19,3 +19,19 @@ pub fn print<const N: usize>(header: [&str; N], rows: &[[String; N]], max_width:
         println!("{}", line.join("  ").trim_end());
     }
 }
+
+/// A byte count for people: `512 B`, `10.0 KiB`, `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

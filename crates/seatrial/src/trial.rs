@@ -7,10 +7,13 @@ use seatrial_engine::{
     ConvergeProgress, ProgressObserver, SwarmEngine, UndeployRemaining, fmt_duration,
 };
 use seatrial_trial::settings::{Overrides, Strategy};
-use seatrial_trial::{StageReport, StageResult, TrialConfig, TrialObserver, TrialResult};
+use seatrial_trial::warm::{self, Warm};
+use seatrial_trial::{
+    StageReport, StageResult, TrialConfig, TrialMode, TrialObserver, TrialResult,
+};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ProbeStrategy, TestArgs};
+use crate::cli::{Fallback, ProbeStrategy, TestArgs};
 use crate::exit::{self, Failure};
 use crate::progress::Reporter;
 
@@ -79,8 +82,38 @@ fn result_word(r: StageResult) -> &'static str {
 
 pub async fn run(args: TestArgs) -> Result<(), Failure> {
     let engine = SwarmEngine::connect().await?;
-    let (run_id, stack) = seatrial_trial::identity(&args.recipe, args.reference.as_deref());
-    eprintln!("trial {run_id}: {} as stack `{stack}`", args.recipe);
+    let (run_id, mut stack) = seatrial_trial::identity(&args.recipe, args.reference.as_deref());
+    let warm = Warm::new(&crate::secrets::data_dir());
+    let key = warm::recipe_key(&args.recipe);
+    let mut mode = TrialMode::Cold;
+    if args.quick {
+        match warm.load(&key) {
+            Ok(Some(canonical)) => {
+                mode = TrialMode::Quick;
+                stack = canonical.stack;
+            }
+            Ok(None) if args.fallback == Some(Fallback::Cold) => {
+                eprintln!(
+                    "recipe `{key}` has no canonical: running a cold trial (--fallback cold)"
+                );
+            }
+            Ok(None) => {
+                return Err(Failure::new(
+                    exit::BAD_INPUT,
+                    warm::no_canonical_message(&key),
+                ));
+            }
+            Err(e) => return Err(Failure::new(exit::INFRASTRUCTURE, e)),
+        }
+    }
+    if args.promote {
+        stack = warm::canonical_stack(&key, &run_id);
+    }
+    eprintln!(
+        "trial {run_id} ({mode}{}): {} as stack `{stack}`",
+        if args.promote { ", promote" } else { "" },
+        args.recipe
+    );
     let config = TrialConfig {
         run_id,
         stack: stack.clone(),
@@ -118,6 +151,8 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
             },
         },
         keep: args.keep,
+        mode,
+        promote: args.promote,
         data_dir: crate::secrets::data_dir(),
         janitor_max_age: args.janitor_max_age,
         liveness: None,
@@ -244,6 +279,7 @@ pub async fn janitor(args: crate::cli::JanitorArgs) -> Result<(), Failure> {
     let options = JanitorOptions {
         max_age: args.max_age,
         dry_run: args.dry_run,
+        protected: Warm::new(&crate::secrets::data_dir()).stacks(),
     };
     let decisions = janitor::run(&engine, &registry, &options).await?;
     if args.json {

@@ -195,13 +195,14 @@ fn testme_comments_run_real_trials_and_report_back() {
     assert!(
         replies
             .iter()
-            .any(|b| b.contains("quick mode is not available yet")),
+            .any(|b| b.contains("--quick` needs a warm canonical of `")
+                && b.contains("seatrial warm seed")),
         "{replies:#?}"
     );
     assert_eq!(
         runs(&server).len(),
         1,
-        "the stranger and quick mode queued nothing"
+        "the stranger and a quick run without a canonical queued nothing"
     );
 
     // A wrongly signed webhook is refused; the same comment by webhook and poll runs once.

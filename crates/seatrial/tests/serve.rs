@@ -39,7 +39,14 @@ fn api_queues_a_real_trial_and_shows_its_stages_and_metrics() {
         Some(&json!({ "recipe": "x", "mode": "quick" })),
     )
     .expect("POST");
-    assert_eq!(status, 422, "quick mode is refused until it exists: {text}");
+    assert_eq!(
+        status, 422,
+        "a quick run of a recipe without a canonical is refused: {text}"
+    );
+    assert!(
+        text.contains("recipe `x` has no canonical") && text.contains("seatrial warm seed"),
+        "the refusal names the recipe and how to make a canonical: {text}"
+    );
 
     // The request id is propagated back.
     let (_, _, head) = http("GET", &server.url("/healthz"), None, None).expect("GET");

@@ -183,6 +183,7 @@ impl Engine for FakeEngine {
                         options: sorted(def.driver_opts.clone()),
                         labels,
                         files: BTreeMap::new(),
+                        created_at: FakeVolume::creation_stamp(),
                     })
                 })
                 .collect();

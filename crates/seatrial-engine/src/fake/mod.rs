@@ -49,6 +49,18 @@ pub struct FakeVolume {
     pub labels: BTreeMap<String, String>,
     /// Path inside the volume → contents.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// When it was created: differs for every creation, as Docker's `CreatedAt` does for a
+    /// volume removed and created again (see [`FakeVolume::creation_stamp`]).
+    pub created_at: Option<String>,
+}
+
+impl FakeVolume {
+    /// A fresh creation time, distinct from every other one of this process.
+    pub fn creation_stamp() -> Option<String> {
+        static CREATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CREATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(format!("{} #{n}", crate::labels::now_rfc3339()))
+    }
 }
 
 /// The fake engine. Clones share one state.
@@ -111,7 +123,7 @@ impl FakeEngine {
     }
 
     /// Names of the volumes labelled as `stack`'s.
-    pub fn stack_volumes(&self, stack: &str) -> Vec<String> {
+    pub fn volume_names(&self, stack: &str) -> Vec<String> {
         self.state().volumes_of(stack)
     }
 

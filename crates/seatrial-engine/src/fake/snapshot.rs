@@ -129,6 +129,34 @@ fn invalid(dir: &Path, problem: String) -> EngineError {
 
 #[async_trait]
 impl VolumeSnapshots for FakeEngine {
+    async fn stack_volumes(&self, stack: &str) -> Result<Vec<crate::VolumeState>> {
+        let mut out: Vec<crate::VolumeState> = self
+            .volume_names(stack)
+            .into_iter()
+            .filter_map(|name| self.volume(&name))
+            .map(|v| crate::VolumeState {
+                name: v.name,
+                created_at: v.created_at,
+                labels: v.labels,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn remove_volumes(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            if self.volume(name).is_some() {
+                self.ensure_unused(name)?;
+            }
+        }
+        let mut state = self.state();
+        for name in names {
+            state.volumes.remove(name);
+        }
+        Ok(())
+    }
+
     async fn snapshot_volumes(
         &self,
         volumes: &[String],
@@ -209,6 +237,7 @@ impl VolumeSnapshots for FakeEngine {
                 options: record.options.clone(),
                 labels: record.labels.clone(),
                 files,
+                created_at: FakeVolume::creation_stamp(),
             });
         }
         let names: Vec<String> = manifest.volumes.iter().map(|v| v.name.clone()).collect();

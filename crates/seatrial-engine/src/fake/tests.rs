@@ -287,7 +287,7 @@ async fn a_slow_removal_is_waited_for_and_everything_goes() {
         .deploy(&plan("s7", "a"), &mode(DeployMode::Create))
         .await
         .expect("deploy");
-    assert_eq!(engine.stack_volumes("s7"), ["s7_data"]);
+    assert_eq!(engine.volume_names("s7"), ["s7_data"]);
     let seen = Seen::default();
     let options = UndeployOptions {
         remove_data: true,
@@ -323,7 +323,7 @@ async fn a_volume_made_after_the_removal_started_is_removed_too() {
         .await
         .expect("deploy");
     assert!(
-        engine.stack_volumes("s8").is_empty(),
+        engine.volume_names("s8").is_empty(),
         "no container yet, so no volume yet"
     );
     let options = UndeployOptions {

@@ -4,8 +4,8 @@
 //!
 //! Works on any engine seatrial reaches (a remote `DOCKER_HOST` too): nothing runs in the helper.
 //! When the engine is on this host, a plain local volume is read straight from its mountpoint
-//! instead (GNU tar; faster, and its tar restores the same way; see
-//! `SwarmEngine::with_local_snapshots`). Consistency comes from nothing using the volume: both
+//! instead, and restored by unpacking straight into it (GNU tar both ways; faster, and the tars
+//! are interchangeable; see `SwarmEngine::with_local_snapshots`). Consistency comes from nothing using the volume: both
 //! directions refuse a volume that a container mounts.
 //!
 //! Two snapshots or restores of one snapshot directory exclude each other (a lock file next to
@@ -138,10 +138,30 @@ pub trait VolumeSnapshots: Send + Sync {
     /// against the manifest and that no container mounts any of the volumes — before touching
     /// any — then removes each volume, recreates it with the same name, driver, options and
     /// labels, and unpacks its tar into it (so files deleted since the snapshot stay deleted).
+    /// On an engine on this host, a plain local volume that exists as recorded is emptied
+    /// instead of recreated, and its tar unpacked into its mountpoint.
     ///
     /// From the first volume replaced until the last is done, [`unfinished_restore`] names the
     /// volumes: a restore that dies midway is found by the next caller, who restores again.
     async fn restore_volumes(&self, snapshot: &Path, helper_image: &str) -> Result<RestoreReport>;
+
+    /// The volumes of a stack (those labelled with its namespace) as they are now, sorted by
+    /// name. `created_at` changes whenever a volume is recreated, so a caller that recorded it
+    /// after a restore can tell a volume replaced or removed by hand since.
+    async fn stack_volumes(&self, stack: &str) -> Result<Vec<VolumeState>>;
+
+    /// Removes volumes (a volume already gone counts as removed); refuses one a container
+    /// mounts.
+    async fn remove_volumes(&self, names: &[String]) -> Result<()>;
+}
+
+/// A volume as [`VolumeSnapshots::stack_volumes`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeState {
+    pub name: String,
+    /// The engine's creation time of the volume (its `CreatedAt`), when it reports one.
+    pub created_at: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The archive of an empty volume is its root entry and the end marker, a few KiB at most.
@@ -442,10 +462,56 @@ impl SwarmEngine {
         Ok(written)
     }
 
-    /// Removes the volume, recreates it as recorded, and unpacks its tar into it.
+    /// Puts the volume back as recorded: removes it, recreates it with the recorded driver,
+    /// options and labels, and unpacks its tar into it. On this host, a plain local volume that
+    /// already is as recorded is kept and emptied instead, and the tar unpacked into its
+    /// mountpoint (see [`local::restore`]).
     async fn import_volume(&self, dir: &Path, record: &VolumeRecord, image: &str) -> Result<()> {
         let name = &record.name;
         let started = Instant::now();
+        if let Some(mountpoint) = self.local_restore_target(record).await? {
+            local::restore(
+                &mountpoint,
+                &record.archive_root,
+                &dir.join(&record.file),
+                name,
+            )
+            .await?;
+            info!(
+                volume = %name,
+                bytes = record.bytes,
+                local = true,
+                total_ms = started.elapsed().as_millis() as u64,
+                "volume restored"
+            );
+            return Ok(());
+        }
+        self.recreate_volume(record).await?;
+        let recreated = started.elapsed();
+        let helper = self
+            .create_helper(name, image, &record.archive_root)
+            .await?;
+        let uploaded = async {
+            self.ensure_empty(&helper, record).await?;
+            self.upload(&helper, name, &dir.join(&record.file)).await
+        }
+        .await;
+        self.remove_helper(&helper).await;
+        uploaded?;
+        info!(
+            volume = %name,
+            bytes = record.bytes,
+            recreate_ms = recreated.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "volume restored"
+        );
+        Ok(())
+    }
+
+    /// Removes the volume (if it exists) and creates it again as recorded: same name, driver,
+    /// options and labels, empty.
+    async fn recreate_volume(&self, record: &VolumeRecord) -> Result<bollard::models::Volume> {
+        let name = &record.name;
         match self
             .docker()
             .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
@@ -486,26 +552,47 @@ impl SwarmEngine {
             .map_err(EngineError::api(format!(
                 "recreating volume `{name}` (driver `{}`) to restore it",
                 record.driver
-            )))?;
-        let recreated = started.elapsed();
-        let helper = self
-            .create_helper(name, image, &record.archive_root)
-            .await?;
-        let uploaded = async {
-            self.ensure_empty(&helper, record).await?;
-            self.upload(&helper, name, &dir.join(&record.file)).await
+            )))
+    }
+
+    /// Where a restore can unpack the volume on this host: the mountpoint of a plain local
+    /// volume (no driver options: its data is the mountpoint's directory, nowhere else) of an
+    /// engine on this host, with GNU tar at hand. The volume is kept when it exists as recorded
+    /// (same driver, no options, same labels) and recreated as recorded otherwise; `None`
+    /// leaves the restore to the archive API.
+    async fn local_restore_target(
+        &self,
+        record: &VolumeRecord,
+    ) -> Result<Option<std::path::PathBuf>> {
+        if !self.local_snapshots()
+            || record.driver != "local"
+            || !record.options.is_empty()
+            || !local::gnu_tar().await
+        {
+            return Ok(None);
         }
-        .await;
-        self.remove_helper(&helper).await;
-        uploaded?;
-        info!(
-            volume = %name,
-            bytes = record.bytes,
-            recreate_ms = recreated.as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            "volume restored"
-        );
-        Ok(())
+        let as_recorded = |v: &bollard::models::Volume| {
+            v.driver == record.driver
+                && v.options.is_empty()
+                && v.labels.len() == record.labels.len()
+                && record
+                    .labels
+                    .iter()
+                    .all(|(k, value)| v.labels.get(k) == Some(value))
+        };
+        let volume = match self.volume(&record.name).await? {
+            Some(v) if as_recorded(&v) => v,
+            _ => self.recreate_volume(record).await?,
+        };
+        let mountpoint = std::path::PathBuf::from(&volume.mountpoint);
+        let plain = mountpoint
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_plain_file_name);
+        if !plain || mountpoint.parent().is_none() || std::fs::read_dir(&mountpoint).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(mountpoint))
     }
 
     /// Checks that a recreated volume starts empty: a volume whose data lives elsewhere (a bind
@@ -582,6 +669,39 @@ impl SwarmEngine {
 
 #[async_trait]
 impl VolumeSnapshots for SwarmEngine {
+    async fn remove_volumes(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            self.ensure_unused(name).await?;
+            match self
+                .docker()
+                .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await
+            {
+                Ok(()) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(EngineError::api(format!("removing volume `{name}`"))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn stack_volumes(&self, stack: &str) -> Result<Vec<VolumeState>> {
+        let mut out: Vec<VolumeState> = self
+            .in_stack::<bollard::models::Volume>(stack)
+            .await?
+            .into_iter()
+            .map(|v| VolumeState {
+                name: v.name,
+                created_at: v.created_at,
+                labels: v.labels.into_iter().collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     async fn snapshot_volumes(
         &self,
         volumes: &[String],

@@ -211,7 +211,15 @@ impl SwarmEngine {
                 .and_then(update_state_name)
                 .map(str::to_owned);
             let update_message = update.and_then(|u| u.message.clone());
-            let settled = matches!(update_state.as_deref(), None | Some("completed"));
+            // An update counts once every slot runs a task of the new spec (healthy, where a
+            // healthcheck exists), not only when Swarm marks it `completed`: that comes after
+            // the update's monitor period (5 s by default) and would make every upgrade wait
+            // it out. A rollback started afterwards is caught the same way as a task failing
+            // after convergence: the trial checks again after serving and after its tests.
+            let settled = matches!(
+                update_state.as_deref(),
+                None | Some("completed" | "updating")
+            );
             let converged = settled && running >= desired;
             if failure.is_none() {
                 let reason = match update_state.as_deref() {

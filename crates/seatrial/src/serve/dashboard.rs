@@ -168,7 +168,12 @@ fn url_encode(s: &str) -> String {
     utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
-pub fn queue_page(queue: &[Run], running: &[Run], capacity: usize) -> String {
+pub fn queue_page(
+    queue: &[Run],
+    running: &[Run],
+    capacity: usize,
+    warm: &[seatrial_trial::warm::Summary],
+) -> String {
     let mut b = format!(
         "<h1>Queue</h1><p>{} running, {} waiting; this server runs up to {capacity} at a time.</p>",
         running.len(),
@@ -195,6 +200,27 @@ pub fn queue_page(queue: &[Run], running: &[Run], capacity: usize) -> String {
             mode_badge(r.mode),
             ms_rfc3339(r.created_at_ms),
             id = r.id
+        );
+    }
+    b.push_str("</tbody></table>");
+    let total: u64 = warm.iter().map(|c| c.snapshot.bytes).sum();
+    let _ = write!(
+        b,
+        "<h2>Warm canonicals</h2><p>{} canonical(s); known-good snapshots take {} on disk (quick runs: lower confidence than cold).</p>",
+        warm.len(),
+        crate::table::human_bytes(total)
+    );
+    b.push_str("<table id=\"warm\"><thead><tr><th>recipe</th><th>version</th><th>stack</th><th>volumes</th><th>snapshot</th><th class=\"wide\">last used</th></tr></thead><tbody>");
+    for c in warm {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"wide\">{}</td></tr>",
+            esc(&c.recipe),
+            esc(&c.version),
+            esc(&c.stack),
+            c.volumes.len(),
+            crate::table::human_bytes(c.snapshot.bytes),
+            esc(c.last_used.as_deref().unwrap_or("never"))
         );
     }
     b.push_str("</tbody></table>");

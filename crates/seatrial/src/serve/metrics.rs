@@ -183,6 +183,22 @@ impl Metrics {
     }
 }
 
+/// The disk budget of warm canonicals: how many, and each one's known-good snapshot size.
+pub fn render_warm(out: &mut String, canonicals: &[seatrial_trial::warm::Summary]) {
+    out.push_str("# HELP seatrial_warm_canonicals Warm canonicals recorded in the data directory.\n# TYPE seatrial_warm_canonicals gauge\n");
+    let _ = writeln!(out, "seatrial_warm_canonicals {}", canonicals.len());
+    out.push_str("# HELP seatrial_warm_snapshot_bytes Size of a canonical's known-good snapshot on disk.\n# TYPE seatrial_warm_snapshot_bytes gauge\n");
+    for c in canonicals {
+        let _ = writeln!(
+            out,
+            "seatrial_warm_snapshot_bytes{{recipe=\"{}\",version=\"{}\"}} {}",
+            escape(&c.recipe),
+            escape(&c.version),
+            c.snapshot.bytes
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

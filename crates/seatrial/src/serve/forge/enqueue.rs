@@ -8,13 +8,15 @@ use seatrial_store::{Mode, NewRun, Run, Trigger};
 use super::Thread;
 use crate::serve::state::Shared;
 
-/// Queues the run a comment made at `approved_at` asks for (`asked`: the commit it names).
-/// `None`: nothing was queued (the reason was answered on the PR or logged).
+/// Queues the run a comment made at `approved_at` asks for (`asked`: the commit it names;
+/// `quick`: on the recipe's warm canonical). `None`: nothing was queued (the reason was
+/// answered on the PR or logged).
 pub async fn enqueue(
     shared: &Shared,
     thread: &Thread<'_>,
     approved_at: &str,
     asked: Option<&str>,
+    quick: bool,
 ) -> Option<Run> {
     let Thread {
         link,
@@ -54,6 +56,18 @@ pub async fn enqueue(
             return None;
         }
     };
+    if quick {
+        let key = seatrial_trial::warm::recipe_key(&pull.head_clone_url);
+        let warm = seatrial_trial::warm::Warm::new(&shared.config.data_dir);
+        if !matches!(warm.load(&key), Ok(Some(_))) {
+            thread
+                .tell(&format!(
+                    "`{prefix} --quick` needs a warm canonical of `{key}` on this server, and there is none; nothing was queued. An operator makes one with `seatrial warm seed <recipe repository>`; `{prefix}` runs a full cold trial."
+                ))
+                .await;
+            return None;
+        }
+    }
     let enrolled = shared.config.enrolled(&repo.to_string());
     let settings = shared
         .config
@@ -68,7 +82,11 @@ pub async fn enqueue(
             timeout_secs: Some(i64::try_from(settings.timeout.as_secs()).unwrap_or(i64::MAX)),
             recipe_path: settings.recipe_path,
             probe: Some(settings.probe.to_json()),
-            ..NewRun::new(pull.head_clone_url.clone(), Mode::Cold, Trigger::Comment)
+            ..NewRun::new(
+                pull.head_clone_url.clone(),
+                if quick { Mode::Quick } else { Mode::Cold },
+                Trigger::Comment,
+            )
         })
         .await;
     match run {

@@ -120,7 +120,7 @@ pub async fn on_comment(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &
         pr,
         user: &c.user,
     };
-    let asked = match parsed {
+    let (quick, asked) = match parsed {
         Err(e) => {
             thread.tell(&format!("{e}.\n\n{}", usage(prefix))).await;
             return;
@@ -129,24 +129,13 @@ pub async fn on_comment(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &
             thread.say(usage(prefix)).await;
             return;
         }
-        Ok(Command::Test { quick: true, .. }) => {
-            thread
-                .tell(&format!(
-                    "quick mode is not available yet; nothing was queued. `{prefix}` runs a full cold trial."
-                ))
-                .await;
-            return;
-        }
-        Ok(Command::Test {
-            quick: false,
-            commit,
-        }) => commit,
+        Ok(Command::Test { quick, commit }) => (quick, commit),
     };
     if let Err(denied) = authorize::authorize(link, repo, &c.user).await {
         thread.tell(&denied).await;
         return;
     }
-    if enqueue::enqueue(shared, &thread, &c.updated_at, asked.as_deref())
+    if enqueue::enqueue(shared, &thread, &c.updated_at, asked.as_deref(), quick)
         .await
         .is_some()
     {

@@ -111,15 +111,23 @@ pub(super) async fn create(
     let mode = match mode.parse::<Mode>() {
         Ok(Mode::Cold) => Mode::Cold,
         Ok(Mode::Quick) => {
-            return Err(ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "quick mode is not available yet; use \"mode\": \"cold\"".into(),
-            ));
+            let key = seatrial_trial::warm::recipe_key(&req.recipe);
+            let warm = seatrial_trial::warm::Warm::new(&shared.config.data_dir);
+            match warm.load(&key) {
+                Ok(Some(_)) => Mode::Quick,
+                Ok(None) => {
+                    return Err(ApiError(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        seatrial_trial::warm::no_canonical_message(&key),
+                    ));
+                }
+                Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            }
         }
         Err(_) => {
             return Err(ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("unknown mode {mode:?}: use \"cold\""),
+                format!("unknown mode {mode:?}: use \"cold\" or \"quick\""),
             ));
         }
     };

@@ -164,3 +164,14 @@ pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiE
         )),
     }
 }
+
+/// The warm canonicals recorded in the data directory (unreadable records left out), for the
+/// queue page and `/metrics`.
+fn warm_summaries(data_dir: &std::path::Path) -> Vec<seatrial_trial::warm::Summary> {
+    let warm = seatrial_trial::warm::Warm::new(data_dir);
+    warm.list()
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|c| warm.summary(&c))
+        .collect()
+}

@@ -52,12 +52,13 @@ pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
     let stats = shared.stats().await?;
-    let text = shared.metrics.render(&StoreFigures {
+    let mut text = shared.metrics.render(&StoreFigures {
         queued: stats.queued,
         running: stats.running,
         active_leases: stats.active_leases,
         by_state_and_mode: stats.by_state_and_mode,
     });
+    crate::serve::metrics::render_warm(&mut text, &super::warm_summaries(&shared.config.data_dir));
     Ok((
         [(
             header::CONTENT_TYPE,

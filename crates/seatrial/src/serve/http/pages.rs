@@ -59,6 +59,7 @@ pub(super) async fn queue(State(shared): State<Arc<Shared>>) -> Response {
                 &queue,
                 &running,
                 shared.config.capacity,
+                &super::warm_summaries(&shared.config.data_dir),
             ))
             .into_response()
         }

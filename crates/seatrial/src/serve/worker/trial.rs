@@ -102,7 +102,19 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
         .clone()
         .or_else(|| remote.then(|| "HEAD".to_owned()));
     // The trial's own run id (in stack names and labels), not the store's `RunId`.
-    let (trial_run_id, stack) = seatrial_trial::identity(&run.recipe, reference.as_deref());
+    let (trial_run_id, mut stack) = seatrial_trial::identity(&run.recipe, reference.as_deref());
+    let mode = match run.mode {
+        seatrial_store::Mode::Quick => seatrial_trial::TrialMode::Quick,
+        seatrial_store::Mode::Cold => seatrial_trial::TrialMode::Cold,
+    };
+    if mode == seatrial_trial::TrialMode::Quick {
+        // A quick run uses the recipe's canonical stack; without one the trial's prepare says
+        // so (the canonical may have been dropped since the run was queued).
+        let warm = seatrial_trial::warm::Warm::new(&shared.config.data_dir);
+        if let Ok(Some(c)) = warm.load(&seatrial_trial::warm::recipe_key(&run.recipe)) {
+            stack = c.stack;
+        }
+    }
     tracing::info!(stack = %stack, "trial starts");
     if let Err(e) = shared.store.set_stack(id, &stack).await {
         tracing::error!(error = %e, "cannot record the run's stack");
@@ -139,6 +151,8 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
         base_domain: shared.config.base_domain.clone(),
         overrides,
         keep: false,
+        mode,
+        promote: false,
         data_dir: shared.config.data_dir.clone(),
         janitor_max_age: shared.config.longest_run_timeout() + shared.config.lease,
         liveness: Some(shared.liveness.clone()),
