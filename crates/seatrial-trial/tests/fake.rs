@@ -3,62 +3,21 @@
 //! repository with one release and a change), a local HTTP server standing in for the app's
 //! task, and scripted services — each trial runs in well under a second.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use common::{Quiet, git, serve_ok, write_recipe};
 use seatrial_engine::fake::{Behaviour, FakeEngine};
 use seatrial_engine::labels::RunLabels;
-use seatrial_engine::{DeployOptions, Engine, ProgressObserver, StackPlan};
+use seatrial_engine::{DeployOptions, Engine, StackPlan};
 use seatrial_trial::settings::{Overrides, Strategy};
 use seatrial_trial::{
-    StageReport, StageResult, TrialConfig, TrialMode, TrialObserver, TrialReport, TrialResult,
-    Trust,
+    StageReport, StageResult, TrialConfig, TrialMode, TrialReport, TrialResult, Trust,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-
-const COMPOSE: &str = r#"services:
-  app:
-    image: example/app:IMAGE
-    ports:
-      - "8080:80"
-    volumes:
-      - data:/data
-    healthcheck:
-      test: ["CMD", "true"]
-volumes:
-  data:
-"#;
-
-struct Quiet;
-impl ProgressObserver for Quiet {}
-impl TrialObserver for Quiet {}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Writes the recipe's files for `image`, with a test executable running `test_script`.
-fn write_recipe(dir: &Path, image: &str, test_script: &str) {
-    std::fs::create_dir_all(dir.join("tests")).expect("tests dir");
-    std::fs::write(dir.join("compose.yml"), COMPOSE.replace("IMAGE", image)).expect("compose");
-    let test = dir.join("tests/smoke");
-    std::fs::write(&test, format!("#!/bin/sh\n{test_script}\n")).expect("test");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&test, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
 
 /// A recipe repository: release `1.0.0+1` on image 1, then an untagged change to image 2.
 fn recipe_with_release(root: &Path) -> PathBuf {
@@ -84,28 +43,6 @@ fn plain_recipe(root: &Path, test_script: &str) -> PathBuf {
     let dir = root.join("plain");
     write_recipe(&dir, "1", test_script);
     dir
-}
-
-/// A stand-in for the app's task: answers every request with 200 "ok" on 127.0.0.1.
-async fn serve_ok() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    port
 }
 
 fn config(recipe: &Path, data: &Path, port: u16) -> TrialConfig {

@@ -2,58 +2,21 @@
 //! repairs what a dead run left, and one user at a time — each in well under a second. The
 //! real-engine suite (crates/seatrial/tests/warm.rs) proves the same on Docker, byte for byte.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use common::{Quiet, git, serve_ok, write_recipe};
+use seatrial_engine::VolumeSnapshots;
 use seatrial_engine::fake::{Behaviour, FakeEngine};
-use seatrial_engine::{ProgressObserver, VolumeSnapshots};
 use seatrial_trial::settings::Overrides;
 use seatrial_trial::warm::{self, Warm};
-use seatrial_trial::{
-    StageResult, TrialConfig, TrialMode, TrialObserver, TrialReport, TrialResult, Trust,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use seatrial_trial::{StageResult, TrialConfig, TrialMode, TrialReport, TrialResult, Trust};
 use tokio_util::sync::CancellationToken;
 
-const COMPOSE: &str = r#"services:
-  app:
-    image: example/app:IMAGE
-    ports:
-      - "8080:80"
-    volumes:
-      - data:/data
-    healthcheck:
-      test: ["CMD", "true"]
-volumes:
-  data:
-"#;
-
-struct Quiet;
-impl ProgressObserver for Quiet {}
-impl TrialObserver for Quiet {}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn commit(dir: &Path, image: &str, message: &str) {
-    std::fs::create_dir_all(dir.join("tests")).expect("tests dir");
-    std::fs::write(dir.join("compose.yml"), COMPOSE.replace("IMAGE", image)).expect("compose");
-    let test = dir.join("tests/smoke");
-    std::fs::write(&test, "#!/bin/sh\nexit 0\n").expect("test");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&test, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    write_recipe(dir, image, "exit 0");
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", message]);
 }
@@ -79,28 +42,6 @@ fn recipe(root: &Path) -> PathBuf {
     commit(&dir, "3", "The change");
     git(&dir, &["checkout", "-q", "main"]);
     dir
-}
-
-/// A stand-in for the app's task: answers every request with 200 "ok" on 127.0.0.1.
-async fn serve_ok() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
-    });
-    port
 }
 
 struct World {
