@@ -95,6 +95,11 @@ pub struct ConvergeOptions {
     pub max_task_failures: usize,
     /// Log lines of the failing container included in a failure.
     pub log_lines: usize,
+    /// An update counts only once Swarm marks it `completed` (after its monitor period, 5 s by
+    /// default). `false`: once every slot runs a task of the new spec (healthy, where a
+    /// healthcheck exists) — for callers that verify afterwards that nothing failed or rolled
+    /// back (a trial checks after serving and after its tests).
+    pub until_update_completed: bool,
 }
 
 impl Default for ConvergeOptions {
@@ -104,6 +109,7 @@ impl Default for ConvergeOptions {
             stable_for: Duration::from_secs(3),
             max_task_failures: 3,
             log_lines: 50,
+            until_update_completed: true,
         }
     }
 }

@@ -503,6 +503,67 @@ async fn update_to_a_good_version_converges_on_the_new_spec() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_can_count_once_its_new_tasks_are_healthy_without_the_monitor_period() {
+    let engine = engine().await;
+    let stack = stack_name("mon");
+    // A monitor period far longer than the new task needs to become healthy.
+    let compose = |image: &str| {
+        format!(
+            "services:\n  web:\n    image: {image}\n    ports:\n      - {{target: 80, published: 18183, mode: host}}\n    deploy:\n      update_config: {{failure_action: rollback, monitor: 120s}}\n"
+        )
+    };
+    let v1 = recipe("mon1", &compose("seatrial-fixture/web:1"), &[]);
+    let v2 = recipe("mon2", &compose("seatrial-fixture/web:2"), &[]);
+    with_stack(&engine, &stack, || async {
+        engine
+            .deploy(&plan(&stack, &v1), &create())
+            .await
+            .expect("deploy v1");
+        engine
+            .converge(
+                &stack,
+                &fast_converge(Duration::from_secs(120)),
+                &NoProgress,
+            )
+            .await
+            .expect("v1 converges");
+        let update = DeployOptions {
+            mode: DeployMode::Update,
+            ..create()
+        };
+        engine
+            .deploy(&plan(&stack, &v2), &update)
+            .await
+            .expect("update to v2");
+        let options = ConvergeOptions {
+            until_update_completed: false,
+            ..fast_converge(Duration::from_secs(100))
+        };
+        let report = engine
+            .converge(&stack, &options, &NoProgress)
+            .await
+            .expect("v2 counts before its 120 s monitor period ends");
+        assert_eq!(report.services[0].image, "seatrial-fixture/web:2");
+        assert_eq!(
+            report.services[0].update_state.as_deref(),
+            Some("updating"),
+            "Swarm is still monitoring the update"
+        );
+        assert!(report.services[0].converged);
+        assert!(
+            http_get(18183).await.contains("web v2"),
+            "the new version serves"
+        );
+        let ps = engine.ps(&stack).await.expect("ps");
+        assert!(
+            ps[0].converged,
+            "ps agrees while the update is monitored: {ps:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_long_secret_name_is_refused_before_anything_exists() {
     let engine = engine().await;
     let stack = stack_name("long");

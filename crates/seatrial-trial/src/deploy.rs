@@ -93,6 +93,9 @@ pub(crate) async fn deploy_and_converge(
     let converge = ConvergeOptions {
         timeout: s.timeout,
         stable_for: s.stable_for,
+        // The trial verifies after serving and after its tests that nothing failed or rolled
+        // back since (`still_up`): it need not wait out Swarm's monitor period.
+        until_update_completed: false,
         ..ConvergeOptions::default()
     };
     let report = ctx

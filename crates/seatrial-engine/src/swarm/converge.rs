@@ -116,10 +116,13 @@ fn ports(service: &Service) -> Vec<String> {
 
 impl SwarmEngine {
     /// Inspects every service of the stack and its up-to-date tasks (two API calls).
+    /// `updating_counts`: an update whose every slot runs the new spec counts as converged
+    /// before Swarm marks it `completed`.
     pub(crate) async fn snapshot(
         &self,
         stack: &str,
         max_failures: usize,
+        updating_counts: bool,
     ) -> crate::Result<Snapshot> {
         let services = self
             .docker
@@ -211,15 +214,16 @@ impl SwarmEngine {
                 .and_then(update_state_name)
                 .map(str::to_owned);
             let update_message = update.and_then(|u| u.message.clone());
-            // An update counts once every slot runs a task of the new spec (healthy, where a
-            // healthcheck exists), not only when Swarm marks it `completed`: that comes after
-            // the update's monitor period (5 s by default) and would make every upgrade wait
-            // it out. A rollback started afterwards is caught the same way as a task failing
-            // after convergence: the trial checks again after serving and after its tests.
-            let settled = matches!(
-                update_state.as_deref(),
-                None | Some("completed" | "updating")
-            );
+            // With `updating_counts`, an update counts once every slot runs a task of the new
+            // spec (healthy, where a healthcheck exists), not only when Swarm marks it
+            // `completed`: that comes after the update's monitor period (5 s by default). A
+            // rollback started afterwards is then caught the way a task failing after
+            // convergence is: the trial checks again after serving and after its tests.
+            let settled = match update_state.as_deref() {
+                None | Some("completed") => true,
+                Some("updating") => updating_counts,
+                Some(_) => false,
+            };
             let converged = settled && running >= desired;
             if failure.is_none() {
                 let reason = match update_state.as_deref() {
@@ -344,7 +348,13 @@ impl SwarmEngine {
         let mut stability = Stability::start(options);
         let mut pulse = Pulse::start(&self.docker, stack);
         loop {
-            let snap = self.snapshot(stack, options.max_task_failures).await?;
+            let snap = self
+                .snapshot(
+                    stack,
+                    options.max_task_failures,
+                    !options.until_update_completed,
+                )
+                .await?;
             if snap.services.is_empty() {
                 return Err(EngineError::StackNotFound {
                     stack: stack.to_owned(),

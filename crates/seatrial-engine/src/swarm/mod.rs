@@ -171,7 +171,8 @@ impl Engine for SwarmEngine {
     }
 
     async fn ps(&self, stack: &str) -> Result<Vec<ServiceStatus>> {
-        Ok(self.snapshot(stack, usize::MAX).await?.services)
+        // What runs now: an update whose tasks all run the new spec is not "unconverged".
+        Ok(self.snapshot(stack, usize::MAX, true).await?.services)
     }
 
     async fn task_addresses(&self, stack: &str) -> Result<Vec<TaskAddress>> {
