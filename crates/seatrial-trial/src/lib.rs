@@ -156,8 +156,7 @@ pub async fn run(
     let mut secrets = HashMap::new();
     let mut claimed = None;
     let deployed = lifecycle(&ctx, &mut report, &cancel, &mut secrets, &mut claimed).await;
-    let promoted =
-        ctx.config.promote && deployed && promote_stage(&ctx, &mut report, &cancel).await;
+    let promoted = ctx.config.promote && deployed && promote_stage(&ctx, &mut report).await;
     if !promoted {
         teardown(&ctx, &mut report, deployed, claimed.is_some()).await;
     }
@@ -179,11 +178,7 @@ pub async fn run(
 
 /// Promotion after a passed trial (`--promote`): keeps the data as the recipe's canonical;
 /// `false` when it was not done (the trial did not pass) — teardown then removes everything.
-async fn promote_stage(
-    ctx: &Ctx<'_>,
-    report: &mut TrialReport,
-    cancel: &CancellationToken,
-) -> bool {
+async fn promote_stage(ctx: &Ctx<'_>, report: &mut TrialReport) -> bool {
     if report.result != TrialResult::Pass || report.interrupted || ctx.config.keep {
         let why = if ctx.config.keep {
             "--keep: the app is left up, nothing promoted"
@@ -212,7 +207,6 @@ async fn promote_stage(
     // Its own token: a signal after the trial passed must not leave a half-made canonical;
     // a failed promotion removes what it made.
     let fresh = CancellationToken::new();
-    let _ = cancel;
     record(
         report,
         &fresh,
