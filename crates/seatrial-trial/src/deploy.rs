@@ -61,18 +61,13 @@ pub(crate) fn plan(
     let mut labels = RunLabels::new(ctx.run_id.clone(), recipe.name.clone(), ctx.kind);
     labels.commit = rev.commit.clone();
     labels.version = rev.version.clone();
-    Ok(StackPlan {
-        stack: ctx.stack.clone(),
-        compose: app.compose.clone(),
-        base_dir: recipe.dir.clone(),
+    Ok(StackPlan::for_app(
+        &ctx.stack,
+        app,
+        &recipe.dir,
         labels,
-        env: app.env.clone().into_iter().collect(),
-        secret_values: app
-            .secrets
-            .iter()
-            .filter_map(|s| Some((s.engine_name.clone(), secrets.get(&s.engine_name)?.clone())))
-            .collect(),
-    })
+        secrets,
+    ))
 }
 
 pub(crate) async fn deploy_and_converge(

@@ -69,14 +69,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
     labels.commit = source.commit.clone();
     labels.version = source.version.clone();
     labels.dirty = source.dirty;
-    let mut plan = StackPlan {
-        stack: stack.to_owned(),
-        compose: resolved.compose.clone(),
-        base_dir: recipe.dir.clone(),
-        labels,
-        env: resolved.env.clone().into_iter().collect(),
-        secret_values: HashMap::new(),
-    };
+    let mut plan = StackPlan::for_app(stack, &resolved, &recipe.dir, labels, &HashMap::new());
     // Everything that is wrong with the input is reported before the engine is contacted.
     SwarmEngine::check_plan_unconnected(&plan)?;
     let supplied: HashMap<String, SecretValue> = args.secrets.iter().cloned().collect();
