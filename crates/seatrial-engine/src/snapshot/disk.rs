@@ -1,6 +1,9 @@
 //! The on-disk side of a snapshot: one directory per snapshot (a tar file per volume plus
 //! `manifest.json`), replaced atomically, guarded by a lock file, checked before any restore.
 //!
+//! Why this file is a little over 600 lines: writing, swapping, locking and checking a snapshot
+//! directory are one crash-safety protocol, kept together so its invariants are read in one place.
+//!
 //! Layout next to a snapshot directory `<parent>/<name>`:
 //! - `<parent>/.<name>.lock`: held (flock) by a snapshot or restore of `<name>`;
 //! - `<parent>/.<name>.tmp-<pid>-<nanos>`: a snapshot being written (stale once the lock is free);
