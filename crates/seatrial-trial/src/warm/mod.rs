@@ -424,11 +424,6 @@ fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
 
-/// Bytes of the snapshot of a canonical, as its manifest records them (0 when unreadable).
-pub fn snapshot_bytes(warm: &Warm, c: &Canonical) -> u64 {
-    seatrial_engine::read_manifest(&warm.snapshot_dir(&c.recipe, &c.stack)).map_or(0, |m| m.bytes())
-}
-
 /// Seconds since an RFC 3339 time (`None` when it does not parse).
 pub fn age_secs(rfc3339: &str) -> Option<u64> {
     let then = seatrial_engine::labels::parse_rfc3339(rfc3339)?;
