@@ -380,6 +380,64 @@ pub fn checkout_with(
     Ok(checkout)
 }
 
+/// Keeps a local mirror of `source` (a path or URL git understands) at `dest`: cloned the first
+/// time (`--mirror`: every branch and tag, no work tree), fetched with pruning afterwards, so
+/// tags moved or removed upstream move or vanish here too.
+pub fn mirror(source: &str, dest: &Path, stop: &Stop) -> Result<(), RecipeError> {
+    if dest.join("HEAD").is_file() {
+        // The source may have been changed in the config since the mirror was made.
+        git_with(dest, &["remote", "set-url", "origin", source], stop)?;
+        git_with(
+            dest,
+            &["fetch", "--quiet", "--prune", "--force", "origin"],
+            stop,
+        )?;
+        return Ok(());
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| RecipeError::Io {
+        path: parent.to_owned(),
+        source: e,
+    })?;
+    let absolute = Path::new(source)
+        .is_relative()
+        .then(|| Path::new(source).canonicalize().ok())
+        .flatten()
+        .map(|p| p.to_string_lossy().into_owned());
+    let source = absolute.as_deref().unwrap_or(source);
+    let partial = dest.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    let partial_str = partial.to_string_lossy().into_owned();
+    git_with(
+        parent,
+        &["clone", "--quiet", "--mirror", source, &partial_str],
+        stop,
+    )?;
+    // A clone cut short never passes for a mirror.
+    std::fs::rename(&partial, dest).map_err(|e| RecipeError::Io {
+        path: dest.to_owned(),
+        source: e,
+    })
+}
+
+/// The message of an annotated tag (empty for a lightweight one).
+pub fn tag_message(dir: &Path, tag: &str) -> Result<String, RecipeError> {
+    let out = git(
+        dir,
+        &[
+            "for-each-ref",
+            &format!("refs/tags/{tag}"),
+            "--format=%(contents)",
+        ],
+    )?;
+    Ok(out.trim().to_owned())
+}
+
+/// A file's text at a commit (`None` when the commit has no such file).
+pub fn file_at(dir: &Path, commit: &str, path: &str) -> Option<String> {
+    git(dir, &["show", &format!("{commit}:{path}")]).ok()
+}
+
 /// The release notes of `version`: `release/<version>` or `releaseNotes/<version>.md`.
 pub fn release_notes(recipe_dir: &Path, version: &str) -> Option<String> {
     [

@@ -20,6 +20,18 @@ pub(crate) struct Revision {
     _checkout: Option<Checkout>,
 }
 
+impl Revision {
+    /// A checkout made elsewhere (reconcile's), at `version`.
+    pub(crate) fn checked_out(c: Checkout, version: Option<String>) -> Self {
+        Self {
+            dir: c.dir.clone(),
+            commit: Some(c.commit.clone()),
+            version,
+            _checkout: Some(c),
+        }
+    }
+}
+
 /// Sets a cancel flag when dropped: a stage body dropped by cancellation stops the git
 /// commands it started on a blocking thread.
 struct CancelOnDrop(Arc<AtomicBool>);

@@ -6,6 +6,7 @@
 mod checkout;
 mod deploy;
 mod identity;
+pub mod infra;
 pub mod janitor;
 pub mod junit;
 mod prepare;

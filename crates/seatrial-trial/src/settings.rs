@@ -272,9 +272,10 @@ struct TrialSection {
     env: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A `[probe]` table as a file writes it (`tests/seatrial.toml`, an `[[infra]]` entry).
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ProbeSection {
+pub struct ProbeSection {
     strategy: Option<Strategy>,
     services: Option<Vec<String>>,
     port: Option<u16>,
@@ -289,7 +290,7 @@ struct ProbeSection {
     service: BTreeMap<String, ServiceSection>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceSection {
     port: Option<u16>,
@@ -330,52 +331,57 @@ pub fn read(recipe_dir: &Path) -> Result<Overrides, String> {
         })
         .transpose()
     };
-    Ok(Overrides {
-        timeout: duration("trial.timeout", file.trial.timeout)?,
-        stable_for: duration("trial.stable_for", file.trial.stable_for)?,
-        test_timeout: duration("trial.test_timeout", file.trial.test_timeout)?,
-        env: file.trial.env.into_iter().collect(),
-        strategy: file.probe.strategy,
-        services: file.probe.services,
-        port: file.probe.port,
-        path: file.probe.path,
-        status: file
-            .probe
-            .status
+    let mut overrides = file.probe.overrides("tests/seatrial.toml: probe")?;
+    overrides.timeout = duration("trial.timeout", file.trial.timeout)?;
+    overrides.stable_for = duration("trial.stable_for", file.trial.stable_for)?;
+    overrides.test_timeout = duration("trial.test_timeout", file.trial.test_timeout)?;
+    overrides.env = file.trial.env.into_iter().collect();
+    Ok(overrides)
+}
+
+impl ProbeSection {
+    /// These probe settings as trial overrides; `origin` says where they were written (errors
+    /// name it: `tests/seatrial.toml: probe`, `[[infra]] traefik: probe`).
+    pub fn overrides(self, origin: &str) -> Result<Overrides, String> {
+        let status = |key: &str, v: Option<String>| {
+            v.map(|s| parse_status_range(&s).map_err(|e| format!("{origin}.{key}: {e}")))
+                .transpose()
+        };
+        let probe_timeout = self
+            .timeout
             .map(|s| {
-                parse_status_range(&s)
-                    .map_err(|e| format!("tests/seatrial.toml: probe.status: {e}"))
+                seatrial_recipe::parse_duration(&s)
+                    .map_err(|e| format!("{origin}.timeout = {s:?}: {e}"))
             })
-            .transpose()?,
-        body: file.probe.body,
-        probe_timeout: duration("probe.timeout", file.probe.timeout)?,
-        url: file.probe.url,
-        insecure: file.probe.insecure,
-        command: file.probe.command,
-        per_service: file
-            .probe
-            .service
-            .into_iter()
-            .map(|(name, p)| {
-                let status = p
-                    .status
-                    .map(|s| {
-                        parse_status_range(&s).map_err(|e| {
-                            format!("tests/seatrial.toml: probe.service.{name}.status: {e}")
-                        })
-                    })
-                    .transpose()?;
-                let probe = ServiceProbe {
-                    port: p.port,
-                    path: p.path,
-                    status,
-                    body: p.body,
-                    command: p.command,
-                };
-                Ok((name, probe))
-            })
-            .collect::<Result<_, String>>()?,
-    })
+            .transpose()?;
+        Ok(Overrides {
+            strategy: self.strategy,
+            services: self.services,
+            port: self.port,
+            path: self.path,
+            status: status("status", self.status)?,
+            body: self.body,
+            probe_timeout,
+            url: self.url,
+            insecure: self.insecure,
+            command: self.command,
+            per_service: self
+                .service
+                .into_iter()
+                .map(|(name, p)| {
+                    let probe = ServiceProbe {
+                        port: p.port,
+                        path: p.path,
+                        status: status(&format!("service.{name}.status"), p.status)?,
+                        body: p.body,
+                        command: p.command,
+                    };
+                    Ok((name, probe))
+                })
+                .collect::<Result<_, String>>()?,
+            ..Overrides::default()
+        })
+    }
 }
 
 #[cfg(test)]

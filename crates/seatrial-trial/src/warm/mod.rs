@@ -12,7 +12,7 @@
 //!
 //! The janitor never touches a recorded canonical ([`registry::Warm::stacks`]).
 
-mod lock;
+pub(crate) mod lock;
 pub mod registry;
 
 use std::collections::BTreeMap;
