@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Test(args) => crate::trial::run(args).await,
         Command::Janitor(args) => crate::trial::janitor(args).await,
         Command::Warm(command) => crate::warm::run(command).await,
+        Command::Reconcile(args) => crate::infra::run(args).await,
         Command::Serve(args) => {
             let config = crate::serve::config::load(args.config.as_deref())
                 .map_err(|e| Failure::new(crate::exit::BAD_INPUT, e))?;

@@ -46,6 +46,11 @@ pub enum Command {
     /// Warm canonicals: known-good, data-warm copies of recipes for `seatrial test --quick`.
     #[command(subcommand)]
     Warm(WarmCommand),
+    /// Keep the config's [[infra]] apps on their newest safe release: pre-deploy gate (policy,
+    /// release notes), snapshot, upgrade, post-deploy gate (converged and serving), rollback
+    /// with the data restored. Exit 0 when every app ended installed, upgraded, skipped or held;
+    /// 1 when one was rolled back or failed; 2 bad config; 3 engine unreachable.
+    Reconcile(ReconcileArgs),
     /// Run the trial queue and the dashboard/API server.
     Serve(ServeArgs),
     /// List, show and cancel runs of a `seatrial serve` (through its API).
@@ -59,6 +64,25 @@ pub struct ServeArgs {
     /// can come from the environment (SEATRIAL_LISTEN, SEATRIAL_DATABASE_URL, ...).
     #[arg(long, env = "SEATRIAL_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The config file with the [[infra]] apps and [[alerts]] (the same file as `serve`'s).
+    #[arg(long, env = "SEATRIAL_CONFIG")]
+    pub config: PathBuf,
+    /// Reconcile only this app.
+    #[arg(long, value_name = "NAME")]
+    pub only: Option<String>,
+    /// Say what would be done; deploy nothing, record nothing, alert no one.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON: {"apps": [{"name", "action", "from", "to", "reason", ...}]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Try this app's failed release again (or its failed rollback); repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub retry: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod app;
 mod cli;
 mod exit;
+mod infra;
 mod lint;
 mod progress;
 mod render;

@@ -193,7 +193,12 @@ impl Engine for FakeEngine {
                 Some(ComposeMode::ReplicatedJob) => ("replicated-job", svc.replicas().unwrap_or(1)),
                 _ => ("replicated", svc.replicas().unwrap_or(1)),
             };
-            let behaviour = state.scripts.get(key).cloned().unwrap_or_default();
+            let behaviour = state
+                .scripts
+                .get(&image)
+                .or_else(|| state.scripts.get(key))
+                .cloned()
+                .unwrap_or_default();
             let fresh = Service {
                 name: name.clone(),
                 image,

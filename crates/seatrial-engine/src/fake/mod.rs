@@ -97,8 +97,9 @@ impl FakeEngine {
         state
     }
 
-    /// Scripts every service `key` (its compose key, in any stack) from its next deploy on.
-    /// Unscripted services are healthy at once.
+    /// Scripts every service `key` (its compose key, in any stack; or its image reference as
+    /// written, which wins — one release's image can behave unlike the next) from its next
+    /// deploy on. Unscripted services are healthy at once.
     pub fn script(&self, key: &str, behaviour: Behaviour) {
         self.state().scripts.insert(key.to_owned(), behaviour);
     }
