@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{git, repo_root, wait_for};
+use common::{Contents, differences, docker, git, listing, repo_root, wait_for};
 
 /// How long the fixture seeds an empty volume in these tests (the benchmark uses 20 s).
 const SEED_SECONDS: &str = "3";
@@ -226,11 +224,6 @@ fn volumes_of(canonical: &Value) -> Vec<String> {
         .collect()
 }
 
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
 fn volume_exists(name: &str) -> bool {
     Command::new("docker")
         .args(["volume", "inspect", name])
@@ -313,64 +306,6 @@ fn objects_of_recipe(recipe: &str) -> Vec<String> {
     found
 }
 
-/// One file system entry of a volume: what a byte-identical restore must reproduce.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    /// A file's bytes; a symlink's target.
-    content: Vec<u8>,
-}
-
-/// The volume's full listing (relative path → entry, the root as ""), read from its mountpoint
-/// (the engine is local).
-fn listing(volume: &str) -> BTreeMap<String, Entry> {
-    let mountpoint = docker(&["volume", "inspect", "--format", "{{.Mountpoint}}", volume]);
-    assert!(!mountpoint.is_empty(), "volume {volume} has a mountpoint");
-    let root = PathBuf::from(mountpoint);
-    let mut out = BTreeMap::new();
-    let mut todo = vec![root.clone()];
-    while let Some(path) = todo.pop() {
-        let meta =
-            std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let t = meta.file_type();
-        let (kind, content) = if t.is_symlink() {
-            let target = std::fs::read_link(&path).expect("readlink");
-            ("symlink", target.into_os_string().into_encoded_bytes())
-        } else if t.is_dir() {
-            for e in std::fs::read_dir(&path).expect("read_dir") {
-                todo.push(e.expect("entry").path());
-            }
-            ("dir", Vec::new())
-        } else if t.is_file() {
-            ("file", std::fs::read(&path).expect("read"))
-        } else {
-            ("other", Vec::new())
-        };
-        let rel = path
-            .strip_prefix(&root)
-            .expect("inside")
-            .to_string_lossy()
-            .into_owned();
-        out.insert(
-            rel,
-            Entry {
-                kind,
-                mode: meta.mode(),
-                uid: meta.uid(),
-                gid: meta.gid(),
-                content,
-            },
-        );
-    }
-    out
-}
-
-/// Every volume of the canonical, listed.
-type Contents = BTreeMap<String, BTreeMap<String, Entry>>;
-
 fn contents(canonical: &Value) -> Contents {
     volumes_of(canonical)
         .into_iter()
@@ -379,48 +314,6 @@ fn contents(canonical: &Value) -> Contents {
             (v, l)
         })
         .collect()
-}
-
-/// What differs between two listings, readably (empty when byte-identical).
-fn differences(before: &Contents, after: &Contents) -> Vec<String> {
-    let mut out = Vec::new();
-    for (volume, b) in before {
-        let Some(a) = after.get(volume) else {
-            out.push(format!("volume {volume} is gone"));
-            continue;
-        };
-        for (path, e) in b {
-            match a.get(path) {
-                None => out.push(format!("{volume}:/{path}: deleted")),
-                Some(x) if x != e => out.push(format!(
-                    "{volume}:/{path}: was {} {:o} {}:{} ({} bytes), now {} {:o} {}:{} ({} bytes{})",
-                    e.kind,
-                    e.mode,
-                    e.uid,
-                    e.gid,
-                    e.content.len(),
-                    x.kind,
-                    x.mode,
-                    x.uid,
-                    x.gid,
-                    x.content.len(),
-                    if x.content == e.content {
-                        ""
-                    } else {
-                        ", other content"
-                    }
-                )),
-                Some(_) => {}
-            }
-        }
-        for path in a.keys().filter(|p| !b.contains_key(*p)) {
-            out.push(format!("{volume}:/{path}: added"));
-        }
-    }
-    for volume in after.keys().filter(|v| !before.contains_key(*v)) {
-        out.push(format!("volume {volume} is new"));
-    }
-    out
 }
 
 /// The canonical's data is byte for byte what it was, and its volumes still say what they are.

@@ -2,7 +2,9 @@
 //! and checks of what is left on the engine.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -393,4 +395,110 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
         assert!(Instant::now() < until, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Runs `docker` and returns its trimmed stdout.
+pub fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// One file system entry of a volume: what a byte-identical restore must reproduce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A file's bytes; a symlink's target.
+    pub content: Vec<u8>,
+}
+
+/// The volume's full listing (relative path → entry, the root as ""), read from its mountpoint
+/// (the engine is local).
+pub fn listing(volume: &str) -> BTreeMap<String, Entry> {
+    let mountpoint = docker(&["volume", "inspect", "--format", "{{.Mountpoint}}", volume]);
+    assert!(!mountpoint.is_empty(), "volume {volume} has a mountpoint");
+    let root = PathBuf::from(mountpoint);
+    let mut out = BTreeMap::new();
+    let mut todo = vec![root.clone()];
+    while let Some(path) = todo.pop() {
+        let meta =
+            std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let t = meta.file_type();
+        let (kind, content) = if t.is_symlink() {
+            let target = std::fs::read_link(&path).expect("readlink");
+            ("symlink", target.into_os_string().into_encoded_bytes())
+        } else if t.is_dir() {
+            for e in std::fs::read_dir(&path).expect("read_dir") {
+                todo.push(e.expect("entry").path());
+            }
+            ("dir", Vec::new())
+        } else if t.is_file() {
+            ("file", std::fs::read(&path).expect("read"))
+        } else {
+            ("other", Vec::new())
+        };
+        let rel = path
+            .strip_prefix(&root)
+            .expect("inside")
+            .to_string_lossy()
+            .into_owned();
+        out.insert(
+            rel,
+            Entry {
+                kind,
+                mode: meta.mode(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                content,
+            },
+        );
+    }
+    out
+}
+
+/// Volumes, listed.
+pub type Contents = BTreeMap<String, BTreeMap<String, Entry>>;
+
+/// What differs between two listings, readably (empty when byte-identical).
+pub fn differences(before: &Contents, after: &Contents) -> Vec<String> {
+    let mut out = Vec::new();
+    for (volume, b) in before {
+        let Some(a) = after.get(volume) else {
+            out.push(format!("volume {volume} is gone"));
+            continue;
+        };
+        for (path, e) in b {
+            match a.get(path) {
+                None => out.push(format!("{volume}:/{path}: deleted")),
+                Some(x) if x != e => out.push(format!(
+                    "{volume}:/{path}: was {} {:o} {}:{} ({} bytes), now {} {:o} {}:{} ({} bytes{})",
+                    e.kind,
+                    e.mode,
+                    e.uid,
+                    e.gid,
+                    e.content.len(),
+                    x.kind,
+                    x.mode,
+                    x.uid,
+                    x.gid,
+                    x.content.len(),
+                    if x.content == e.content {
+                        ""
+                    } else {
+                        ", other content"
+                    }
+                )),
+                Some(_) => {}
+            }
+        }
+        for path in a.keys().filter(|p| !b.contains_key(*p)) {
+            out.push(format!("{volume}:/{path}: added"));
+        }
+    }
+    for volume in after.keys().filter(|v| !before.contains_key(*v)) {
+        out.push(format!("volume {volume} is new"));
+    }
+    out
 }
