@@ -309,4 +309,14 @@ url = "http://127.0.0.1:9/hook"
         let e = InfraConfig::parse("[[alerts]]\nkind = \"pager\"\n").expect_err("bad kind");
         assert!(e.contains("[[alerts]] entry 1"), "{e}");
     }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        // The example names NTFY_TOKEN; any variable that is set stands in for it here.
+        let text = include_str!("../../../examples/infra.toml").replace("NTFY_TOKEN", "PATH");
+        let config = InfraConfig::parse(&text).expect("examples/infra.toml parses");
+        let names: Vec<&str> = config.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["traefik", "sso"]);
+        assert_eq!(config.alerts.len(), 2);
+    }
 }
