@@ -47,16 +47,16 @@ impl Reconciler<'_> {
         ))
     }
 
+    /// The release's app, resolved with the env of `settings` (from [`Self::checkout`]).
     pub(super) fn resolve(
         &self,
         rev: &Revision,
+        settings: &Settings,
     ) -> StepResult<(Recipe, seatrial_recipe::ResolvedApp)> {
         let mut recipe = Recipe::open(&rev.dir).map_err(|e| e.to_string())?;
         if recipe.sample_env.get("TYPE").is_none() {
             recipe.name = recipe_name(&self.app.recipe);
         }
-        let own = crate::settings::read(&rev.dir)?;
-        let settings = Settings::default().apply(&own).apply(&self.app.overrides);
         let resolved = recipe
             .resolve(&AppSettings {
                 stack: self.app.name.clone(),
@@ -76,7 +76,7 @@ impl Reconciler<'_> {
         catalog: &Catalog,
     ) -> StepResult<Settings> {
         let (rev, settings) = self.checkout(release, catalog).await?;
-        let (recipe, resolved) = self.resolve(&rev)?;
+        let (recipe, resolved) = self.resolve(&rev, &settings)?;
         let secrets = self.host.secrets(&self.app.name, &resolved.secrets)?;
         let mut run_labels = RunLabels::new(self.run_id.clone(), recipe.name.clone(), KIND_INFRA);
         run_labels.commit = rev.commit.clone();

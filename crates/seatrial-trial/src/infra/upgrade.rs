@@ -421,8 +421,8 @@ impl Reconciler<'_> {
         {
             return Ok(image);
         }
-        let (rev, _) = self.checkout(from, catalog).await?;
-        let (_, resolved) = self.resolve(&rev)?;
+        let (rev, settings) = self.checkout(from, catalog).await?;
+        let (_, resolved) = self.resolve(&rev, &settings)?;
         resolved
             .compose
             .services
