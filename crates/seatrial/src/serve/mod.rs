@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod forge;
 pub mod http;
 pub mod metrics;
+pub mod schedule;
 pub mod state;
 pub mod view;
 pub mod worker;

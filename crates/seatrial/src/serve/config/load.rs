@@ -9,6 +9,7 @@ use seatrial_recipe::policy::Permit;
 use serde::Deserialize;
 
 use super::{ApiToken, EnrolledRepo, ForgeConfig, LogFormat, ProbeDefaults, ServeConfig};
+use crate::serve::schedule::Schedule;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +53,16 @@ struct RepoProbeFile {
     services: Option<Vec<String>>,
 }
 
+/// `[schedule]`: when the nightly job runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFile {
+    /// A cron expression (5 fields).
+    nightly: Option<String>,
+    /// The time zone key it is read in (default UTC).
+    timezone: Option<String>,
+}
+
 fn dot() -> String {
     ".".into()
 }
@@ -84,6 +95,14 @@ struct File {
     repos: Vec<RepoFile>,
     #[serde(default)]
     api_permit: Vec<String>,
+    #[serde(default)]
+    schedule: Option<ScheduleFile>,
+    /// `[[infra]]` entries, checked by `seatrial_trial::infra::config`.
+    #[serde(default)]
+    infra: Vec<toml::Value>,
+    /// `[[alerts]]` entries, checked by `crate::infra` (with `seatrial_alerts`).
+    #[serde(default)]
+    alerts: Vec<toml::Value>,
 }
 
 /// Parses `permit` entries, naming the key they come from in errors.
@@ -256,6 +275,46 @@ pub fn load_with(
             })
         }
     };
+    let schedule_file = file.schedule.unwrap_or_default();
+    let schedule = match (
+        pick(
+            "SEATRIAL_SCHEDULE_NIGHTLY",
+            schedule_file.nightly,
+            "schedule.nightly",
+        ),
+        pick(
+            "SEATRIAL_SCHEDULE_TIMEZONE",
+            schedule_file.timezone,
+            "schedule.timezone",
+        ),
+    ) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(
+                "schedule.timezone is set but schedule.nightly is not: give the nightly job's time as cron, e.g. nightly = \"0 3 * * *\"".into(),
+            );
+        }
+        (Some((cron, cron_from)), timezone) => {
+            let (timezone, tz_from) = match timezone {
+                Some((tz, from)) => (Some(tz), from),
+                None => (None, "schedule.timezone".to_owned()),
+            };
+            // Errors name where the value came from (the key, or its environment variable).
+            let schedule = Schedule::new(&cron, timezone.as_deref()).map_err(|e| {
+                e.replacen("schedule.nightly", &cron_from, 1).replacen(
+                    "schedule.timezone",
+                    &tz_from,
+                    1,
+                )
+            })?;
+            Some(schedule)
+        }
+    };
+    let infra = crate::infra::InfraConfig {
+        apps: seatrial_trial::infra::config::parse_entries(file.infra)?,
+        alerts: crate::infra::parse_alerts(file.alerts)?,
+        data_dir: Some(data_dir.clone()),
+    };
     let mut probe = file.probe;
     if let Some(u) = env("SEATRIAL_PROBE_URL") {
         probe.url = Some(u);
@@ -306,5 +365,7 @@ pub fn load_with(
         run_timeouts,
         forge,
         api_permit: permits("api_permit", &file.api_permit)?,
+        schedule,
+        infra,
     })
 }

@@ -5,6 +5,9 @@
 //! - `load`: the file format, the environment variables and how they combine;
 //! - `settings`: what a queued run is fixed to (recipe path, probe, time limit);
 //! - `forge`: the forge and its enrolled repositories.
+//!
+//! `[schedule]`, `[[infra]]` and `[[alerts]]` are checked by their own modules
+//! (`serve::schedule`, `seatrial_trial::infra::config`, `crate::infra`).
 
 mod forge;
 mod load;
@@ -19,6 +22,8 @@ use std::time::Duration;
 use seatrial_recipe::policy::Permit;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+
+use crate::serve::schedule::Schedule;
 
 pub use forge::{EnrolledRepo, ForgeConfig};
 pub use load::load;
@@ -84,6 +89,11 @@ pub struct ServeConfig {
     pub forge: Option<ForgeConfig>,
     /// Host access allowed to runs queued through the API (which are untrusted too).
     pub api_permit: Vec<Permit>,
+    /// `[schedule]`: when the nightly job runs (reconcile, then the cold sweep); `None`: never.
+    pub schedule: Option<Schedule>,
+    /// `[[infra]]` and `[[alerts]]`: the infra apps the nightly job keeps current, and where
+    /// reconcile tells operators what needs them (`data_dir` is the server's).
+    pub infra: crate::infra::InfraConfig,
 }
 
 impl ServeConfig {

@@ -225,3 +225,80 @@ fn tokens_compare_exactly() {
     assert!(!t.matches("s3cret!"));
     assert!(!t.matches(""));
 }
+
+#[test]
+fn schedule_infra_and_alerts() {
+    let dir = std::env::temp_dir().join(format!("seatrial-schedule-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("seatrial.toml");
+    let c = load_with(None, &no_env).expect("defaults");
+    assert!(c.schedule.is_none(), "no nightly unless asked");
+    assert!(c.infra.apps.is_empty() && c.infra.alerts.is_empty());
+
+    std::fs::write(
+        &path,
+        "[schedule]\nnightly = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\n\n[[infra]]\nname = \"traefik\"\nrecipe = \"https://git.example.org/coop-cloud/traefik.git\"\npolicy = \"minor\"\n\n[[alerts]]\nkind = \"webhook\"\nurl = \"https://hooks.example.org/seatrial\"\n",
+    )
+    .expect("write");
+    let c = load_with(Some(&path), &no_env).expect("loads");
+    let s = c.schedule.expect("schedule");
+    assert_eq!(
+        (s.nightly.to_string(), s.timezone.as_str()),
+        ("0 3 * * *".into(), "Europe/Berlin")
+    );
+    assert_eq!(c.infra.apps.len(), 1);
+    assert_eq!(c.infra.apps[0].name, "traefik");
+    assert_eq!(c.infra.alerts.len(), 1);
+    assert_eq!(c.infra.data_dir.as_deref(), Some(c.data_dir.as_path()));
+
+    // The environment names its own variables in errors, and wins over the file.
+    let env = |k: &str| match k {
+        "SEATRIAL_SCHEDULE_NIGHTLY" => Some("30 4 * * mon-fri".to_owned()),
+        _ => None,
+    };
+    let c = load_with(Some(&path), &env).expect("loads");
+    assert_eq!(
+        c.schedule.expect("schedule").nightly.to_string(),
+        "30 4 * * mon-fri"
+    );
+    let env = |k: &str| (k == "SEATRIAL_SCHEDULE_TIMEZONE").then(|| "Mars/Olympus".to_owned());
+    let err = load_with(Some(&path), &env).expect_err("unknown zone");
+    assert!(
+        err.starts_with("SEATRIAL_SCHEDULE_TIMEZONE = \"Mars/Olympus\""),
+        "{err}"
+    );
+
+    for (bad, says) in [
+        (
+            "[schedule]\nnightly = \"0 3 * *\"\n",
+            "schedule.nightly = \"0 3 * *\": ",
+        ),
+        (
+            "[schedule]\nnightly = \"0 25 * * *\"\n",
+            "hour 25 is out of range",
+        ),
+        (
+            "[schedule]\nnightly = \"0 3 * * *\"\ntimezone = \"Europe/Berlim\"\n",
+            "schedule.timezone = \"Europe/Berlim\"",
+        ),
+        (
+            "[schedule]\ntimezone = \"UTC\"\n",
+            "schedule.nightly is not",
+        ),
+        ("[schedule]\nnighly = \"0 3 * * *\"\n", "nighly"),
+        (
+            "[[infra]]\nname = \"traefik\"\nrecipe = \"\"\n",
+            "[[infra]] traefik: recipe is empty",
+        ),
+        (
+            "[[infra]]\nname = \"traefik\"\nrecipe = \"r\"\npolicy = \"yolo\"\n",
+            "[[infra]] entry 1",
+        ),
+        ("[[alerts]]\nkind = \"pager\"\n", "pager"),
+    ] {
+        std::fs::write(&path, bad).expect("write");
+        let err = load_with(Some(&path), &no_env).expect_err(bad);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
