@@ -132,6 +132,9 @@ pub struct NewRun {
     pub recipe_path: Option<String>,
     /// The probe settings the run is tried with (JSON, the server's format).
     pub probe: Option<String>,
+    /// When the trial passes, keep its data as the recipe's warm canonical (a cold trial of the
+    /// recipe's latest release).
+    pub promote: bool,
 }
 
 impl NewRun {
@@ -149,6 +152,7 @@ impl NewRun {
             timeout_secs: None,
             recipe_path: None,
             probe: None,
+            promote: false,
         }
     }
 }
@@ -182,6 +186,8 @@ pub struct Run {
     /// The probe settings fixed when queued (JSON); `None` for runs queued before they were
     /// stored.
     pub probe: Option<String>,
+    /// Keeps its data as the recipe's warm canonical when it passes.
+    pub promote: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

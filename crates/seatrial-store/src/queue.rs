@@ -1,12 +1,13 @@
-//! The queue's life cycle: claiming a run under a lease, heartbeats that keep it, the verdict
-//! that ends it, cancellation, and reaping the runs of servers that stopped heartbeating.
+//! The queue's life cycle: claiming a run under a lease (or starting one at once, unqueued),
+//! heartbeats that keep it, the verdict that ends it, cancellation, and reaping the runs of
+//! servers that stopped heartbeating.
 
 use std::time::Duration;
 
 use crate::error::query_error;
 use crate::pool::{Pool, built, db_now_sql, ms, now_ms, on_pool};
 use crate::runs::{RUN_COLUMNS, RunRow, runs};
-use crate::{Reaped, Run, RunId, RunState, Store, StoreError};
+use crate::{NewRun, Reaped, Run, RunId, RunState, Store, StoreError};
 
 impl Store {
     /// Takes the oldest queued run for `owner`, leased for `lease`. Two claimers never get the
@@ -34,6 +35,42 @@ impl Store {
             .await)
         .map_err(query_error("claiming a run"))?;
         row.map(Run::try_from).transpose()
+    }
+
+    /// Records a run that `owner` starts at once, without queueing it (the nightly sweep, which
+    /// holds the server's capacity): `running`, first attempt, leased for `lease`. From here on
+    /// it is kept and ended like a claimed run (and reaped like one if its server dies).
+    pub async fn start(
+        &self,
+        new: &NewRun,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Run, StoreError> {
+        let sql = format!(
+            "INSERT INTO runs (recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, started_at_ms, lease_owner, lease_expires_at_ms, timeout_secs, recipe_path, probe, promote) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running', 1, $9, $9, $10, {} + $11, $12, $13, $14, $15) RETURNING {RUN_COLUMNS}",
+            db_now_sql(&self.pool)
+        );
+        let row: RunRow = on_pool!(self, p => sqlx::query_as(built(&sql))
+            .bind(&new.recipe)
+            .bind(&new.reference)
+            .bind(&new.repo)
+            .bind(new.pr_number)
+            .bind(&new.commit_sha)
+            .bind(new.mode.as_str())
+            .bind(new.trigger.as_str())
+            .bind(&new.requested_by)
+            .bind(now_ms())
+            .bind(owner)
+            .bind(ms(lease))
+            .bind(new.timeout_secs)
+            .bind(&new.recipe_path)
+            .bind(&new.probe)
+            .bind(new.promote)
+            .fetch_one(p)
+            .await)
+        .map_err(query_error("starting a run"))?;
+        row.try_into()
     }
 
     /// Extends the lease; `false` when the run is no longer this owner's (reaped, finished).

@@ -7,7 +7,7 @@ use crate::error::query_error;
 use crate::pool::{built, db_now_sql, now_ms, on_pool};
 use crate::{Mode, NewRun, Run, RunFilter, RunId, RunState, Stats, Store, StoreError};
 
-pub(crate) const RUN_COLUMNS: &str = "id, recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, started_at_ms, finished_at_ms, lease_owner, lease_expires_at_ms, cancel_requested, stack, reason, timeout_secs, recipe_path, probe";
+pub(crate) const RUN_COLUMNS: &str = "id, recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, started_at_ms, finished_at_ms, lease_owner, lease_expires_at_ms, cancel_requested, stack, reason, timeout_secs, recipe_path, probe, promote";
 
 /// A `runs` row as the database spells it; [`Run`] once its words are read.
 #[derive(sqlx::FromRow)]
@@ -34,6 +34,7 @@ pub(crate) struct RunRow {
     timeout_secs: Option<i64>,
     recipe_path: Option<String>,
     probe: Option<String>,
+    promote: bool,
 }
 
 impl TryFrom<RunRow> for Run {
@@ -62,6 +63,7 @@ impl TryFrom<RunRow> for Run {
             timeout_secs: r.timeout_secs,
             recipe_path: r.recipe_path,
             probe: r.probe,
+            promote: r.promote,
         })
     }
 }
@@ -73,8 +75,8 @@ pub(crate) fn runs(rows: Vec<RunRow>) -> Result<Vec<Run>, StoreError> {
 impl Store {
     pub async fn enqueue(&self, new: &NewRun) -> Result<Run, StoreError> {
         let sql = format!(
-            "INSERT INTO runs (recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, timeout_secs, recipe_path, probe) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11, $12) RETURNING {RUN_COLUMNS}"
+            "INSERT INTO runs (recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, timeout_secs, recipe_path, probe, promote) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11, $12, $13) RETURNING {RUN_COLUMNS}"
         );
         let row: RunRow = on_pool!(self, p => sqlx::query_as(built(&sql))
             .bind(&new.recipe)
@@ -89,6 +91,7 @@ impl Store {
             .bind(new.timeout_secs)
             .bind(&new.recipe_path)
             .bind(&new.probe)
+            .bind(new.promote)
             .fetch_one(p)
             .await)
         .map_err(query_error("queueing a run"))?;

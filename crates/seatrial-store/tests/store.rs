@@ -523,3 +523,79 @@ async fn a_run_keeps_the_settings_it_was_queued_with() {
         assert_eq!((plain.recipe_path, plain.probe), (None, None), "{backend}");
     }
 }
+
+#[tokio::test]
+async fn a_run_started_at_once_is_leased_and_never_claimed_from_the_queue() {
+    for (store, backend) in fresh().await {
+        let queued = store.enqueue(&new_run("queued")).await.expect("enqueue");
+        assert!(!queued.promote, "runs do not promote unless asked");
+        let started = store
+            .start(
+                &NewRun {
+                    reference: Some("1.2.0+1".into()),
+                    repo: Some("coop/app".into()),
+                    requested_by: Some("nightly".into()),
+                    promote: true,
+                    ..NewRun::new(
+                        "https://git.example.org/coop/app.git",
+                        Mode::Cold,
+                        Trigger::Schedule,
+                    )
+                },
+                "server-a",
+                LEASE,
+            )
+            .await
+            .expect("start");
+        assert_eq!(started.state, RunState::Running, "{backend}");
+        assert_eq!(started.attempt, 1, "{backend}");
+        assert_eq!(
+            started.lease_owner.as_deref(),
+            Some("server-a"),
+            "{backend}"
+        );
+        assert!(started.lease_expires_at_ms.is_some() && started.started_at_ms.is_some());
+        assert_eq!(started.trigger, Trigger::Schedule, "{backend}");
+        assert!(started.promote, "{backend}");
+        // The queue still holds only the queued run, and a claim takes that one.
+        let queue: Vec<RunId> = store
+            .queue()
+            .await
+            .expect("queue")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(queue, vec![queued.id], "{backend}");
+        let claimed = store
+            .claim("server-b", LEASE)
+            .await
+            .expect("claim")
+            .expect("a run");
+        assert_eq!(claimed.id, queued.id, "{backend}");
+        // It is kept and ended like a claimed run.
+        assert!(
+            store
+                .heartbeat(started.id, "server-a", LEASE)
+                .await
+                .expect("heartbeat")
+        );
+        assert!(
+            !store
+                .heartbeat(started.id, "server-b", LEASE)
+                .await
+                .expect("heartbeat")
+        );
+        assert!(
+            store
+                .finish(started.id, "server-a", RunState::Passed, None)
+                .await
+                .expect("finish")
+        );
+        let done = store.get(started.id).await.expect("get").expect("run");
+        assert_eq!(
+            (done.state, done.promote),
+            (RunState::Passed, true),
+            "{backend}"
+        );
+    }
+}

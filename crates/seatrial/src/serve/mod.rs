@@ -2,6 +2,7 @@
 //! server exactly as on the command line.
 //!
 //! `state` is what the others share and depends on none of them; `worker` runs the queue,
+//! `nightly` the nightly job (reconcile and the cold sweep, at the times `schedule` says),
 //! `forge` turns pull-request comments into runs and reports back, `http` serves the API, the
 //! dashboard (drawn by `dashboard`, with `view`) and the webhook; `config` and `metrics` are
 //! leaves. This file wires them and runs the shutdown sequence.
@@ -11,6 +12,7 @@ pub mod dashboard;
 pub mod forge;
 pub mod http;
 pub mod metrics;
+pub mod nightly;
 pub mod schedule;
 pub mod state;
 pub mod view;
@@ -87,6 +89,16 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
         forge_tasks.push(tokio::spawn(forge::report_loop(shared.clone(), link)));
     }
     let queue = tokio::spawn(worker::run_queue(shared.clone()));
+    match &shared.config.schedule {
+        Some(s) => {
+            tracing::info!(nightly = %s.nightly, timezone = %s.timezone, infra = shared.config.infra.apps.len(), "nightly job scheduled")
+        }
+        None if !shared.config.infra.apps.is_empty() => tracing::warn!(
+            "[[infra]] apps are configured but no [schedule]: serve does not reconcile them (set schedule.nightly, or run `seatrial reconcile`)"
+        ),
+        None => {}
+    }
+    let nightly = tokio::spawn(nightly::run_loop(shared.clone()));
 
     let mut interrupts = crate::signals::Interrupts::install()?;
     let stop_http = tokio_util::sync::CancellationToken::new();
@@ -106,13 +118,18 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
         seatrial_engine::fmt_duration(shared.config.shutdown_grace)
     );
     shared.shutdown.cancel();
-    let mut queue = queue;
+    // The queue's trials and the nightly job each get the grace period, then are cancelled.
+    let work = async {
+        let _ = queue.await;
+        let _ = nightly.await;
+    };
+    tokio::pin!(work);
     tokio::select! {
-        _ = &mut queue => {},
+        () = &mut work => {},
         () = interrupts.again() => {
             eprintln!("seatrial serve: cancelling running trials now (teardown still runs)");
             shared.cancel_all_running();
-            let _ = queue.await;
+            work.await;
         }
     }
     reaper.abort();

@@ -1,6 +1,7 @@
-//! What the queue runner, the forge loops and the HTTP edge share: the store, the config, the
-//! metrics, this process's lease owner name, the engine (connected on first use), the trials
-//! running here and how to stop them, and the channel that tells live views a run changed.
+//! What the queue runner, the nightly job, the forge loops and the HTTP edge share: the store,
+//! the config, the metrics, this process's lease owner name, the engine (connected on first
+//! use), the capacity (trial slots), the trials running here and how to stop them, the nightly
+//! job's status, and the channel that tells live views a run changed.
 //! It depends on none of them, so none of them depends on another through it.
 
 use std::collections::HashMap;
@@ -10,11 +11,12 @@ use std::time::{Duration, Instant};
 use seatrial_engine::{Engine, EngineError, SwarmEngine};
 use seatrial_store::{NewRun, Run, RunId, Stats, Store, StoreError};
 use seatrial_trial::janitor::{Liveness, RunLiveness, RunRegistry, SharedLiveness};
-use tokio::sync::{Notify, OnceCell, broadcast};
+use tokio::sync::{Notify, OnceCell, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ServeConfig;
 use super::metrics::Metrics;
+use super::schedule::NightlyRecord;
 
 /// Why a trial was stopped before it ended by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,17 @@ pub fn stop_trial(token: &CancellationToken, reason: &StopReason, why: Stop) {
     token.cancel();
 }
 
+/// What the dashboard, the API and the metrics show of the nightly job.
+#[derive(Debug, Clone, Default)]
+pub struct NightlyStatus {
+    /// The next nightly time (none without a schedule).
+    pub next: Option<jiff::Timestamp>,
+    /// What the nightly is doing now (`None`: it is not running).
+    pub phase: Option<String>,
+    /// What is remembered of the nightly jobs (`<data dir>/nightly.json`).
+    pub record: NightlyRecord,
+}
+
 /// The server's shared state.
 pub struct Shared {
     pub store: Store,
@@ -52,6 +65,15 @@ pub struct Shared {
     /// Cancellation of the trials running here, by run.
     running: Mutex<HashMap<RunId, (CancellationToken, StopReason)>>,
     pub shutdown: CancellationToken,
+    /// Cancelled when work running here must stop at once (the shutdown grace is over, or a
+    /// second signal came); the trials in `running` are cancelled with it.
+    pub stop_now: CancellationToken,
+    /// The trials this server may run at once (`capacity` permits): the queue runner takes one
+    /// per trial, the nightly job all of them.
+    pub slots: Arc<Semaphore>,
+    /// Set while a nightly job is due or running: the queue runner claims nothing meanwhile.
+    nightly_holds: std::sync::atomic::AtomicBool,
+    pub nightly: Mutex<NightlyStatus>,
     /// The store's counts, reused for a second: scrapes and dashboards never queue on them.
     stats: tokio::sync::Mutex<Option<(Instant, Stats)>>,
     /// Whether the run behind a trial stack lives, for the janitor pass before each trial.
@@ -104,6 +126,10 @@ impl Shared {
             changes,
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            stop_now: CancellationToken::new(),
+            slots: Arc::new(Semaphore::new(config.capacity)),
+            nightly_holds: std::sync::atomic::AtomicBool::new(false),
+            nightly: Mutex::new(NightlyStatus::default()),
             stats: tokio::sync::Mutex::new(None),
             liveness: Arc::new(StoreLiveness {
                 store: store.clone(),
@@ -123,6 +149,40 @@ impl Shared {
             })
             .await
             .cloned()
+    }
+
+    /// Uses `engine` instead of connecting to Docker (tests on the fake engine).
+    #[cfg(test)]
+    pub fn use_engine(&self, engine: Arc<dyn Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    /// Whether a nightly job is due or running (the queue runner claims nothing then).
+    pub fn nightly_holds(&self) -> bool {
+        self.nightly_holds.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks a nightly job as due or running (`true`), or done (`false`, which wakes the queue
+    /// runner).
+    pub fn set_nightly_holds(&self, holds: bool) {
+        self.nightly_holds
+            .store(holds, std::sync::atomic::Ordering::SeqCst);
+        if !holds {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Changes what is shown of the nightly job.
+    pub fn nightly_status(&self, change: impl FnOnce(&mut NightlyStatus)) {
+        change(&mut self.nightly.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// What is shown of the nightly job now.
+    pub fn nightly_now(&self) -> NightlyStatus {
+        self.nightly
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn changed(&self, id: RunId) {
@@ -152,8 +212,10 @@ impl Shared {
         }
     }
 
-    /// Cancels every trial running here because the server is going away (teardown still runs).
+    /// Cancels every trial running here because the server is going away (teardown still runs),
+    /// and whatever else runs here (the nightly job).
     pub fn cancel_all_running(&self) {
+        self.stop_now.cancel();
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         for (token, why) in running.values() {
             stop_trial(token, why, Stop::Shutdown);

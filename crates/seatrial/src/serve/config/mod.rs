@@ -27,6 +27,8 @@ use crate::serve::schedule::Schedule;
 
 pub use forge::{EnrolledRepo, ForgeConfig};
 pub use load::load;
+#[cfg(test)]
+pub(crate) use load::load_with;
 pub use settings::{ProbeDefaults, RunSettings, StoredProbe};
 
 /// An API bearer token. Never printed: `Debug` shows its length only.

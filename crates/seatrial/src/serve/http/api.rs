@@ -32,6 +32,7 @@ fn run_json(
         "pr": run.pr_number,
         "commit": run.commit_sha,
         "trigger": run.trigger,
+        "promote": run.promote,
         "requested_by": run.requested_by,
         "attempt": run.attempt,
         "created_at": ms_rfc3339(run.created_at_ms),
@@ -163,6 +164,7 @@ pub(super) async fn create(
             timeout_secs: Some(i64::try_from(settings.timeout.as_secs()).unwrap_or(i64::MAX)),
             recipe_path: settings.recipe_path,
             probe: Some(settings.probe.to_json()),
+            promote: false,
         })
         .await?;
     tracing::info!(run = run.id.0, recipe = %run.recipe, "queued");

@@ -179,6 +179,7 @@ impl RecordFile {
         }
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -1,7 +1,8 @@
-//! The queue runner: claims runs with a lease (bounded by `capacity`) and runs each as a trial
-//! (`trial`), recording its progress (`recorder`), until shutdown, which lets running trials
-//! finish within a grace period. A reaper (`reaper`) re-queues (once) or errors the runs of
-//! servers that died, after removing what they left on the engine.
+//! The queue runner: claims runs with a lease (bounded by `capacity`, and not while the nightly
+//! job is due or running) and runs each as a trial (`trial`), recording its progress
+//! (`recorder`), until shutdown, which lets running trials finish within a grace period. A
+//! reaper (`reaper`) re-queues (once) or errors the runs of servers that died, after removing
+//! what they left on the engine.
 
 mod reaper;
 mod recorder;
@@ -9,10 +10,10 @@ mod trial;
 
 use std::sync::Arc;
 use std::time::Duration;
+pub(crate) use trial::run as run_trial;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use seatrial_engine::fmt_duration;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -37,7 +38,7 @@ fn engine_backoff() -> ExponentialBackoff {
 /// Claims and runs trials until shutdown; then lets running trials finish within the grace
 /// period, and cancels (with teardown) the ones still running after it.
 pub async fn run_queue(shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(shared.config.capacity));
+    let slots = shared.slots.clone();
     let mut trials = JoinSet::new();
     // Set while the engine is unreachable; reset once it answers.
     let mut unreachable: Option<ExponentialBackoff> = None;
@@ -47,6 +48,13 @@ pub async fn run_queue(shared: Arc<Shared>) {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             () = shared.shutdown.cancelled() => break,
         };
+        if shared.nightly_holds() {
+            // The nightly job is due or running: it takes the whole capacity once the trials
+            // running now end; queued runs wait for it.
+            drop(permit);
+            pause(&shared, shared.config.poll_interval).await;
+            continue;
+        }
         let engine = match shared.engine().await {
             Ok(e) => {
                 unreachable = None;

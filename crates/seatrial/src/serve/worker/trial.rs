@@ -107,6 +107,13 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
         seatrial_store::Mode::Quick => seatrial_trial::TrialMode::Quick,
         seatrial_store::Mode::Cold => seatrial_trial::TrialMode::Cold,
     };
+    if run.promote {
+        // A promotion keeps the app as the recipe's canonical, under a canonical stack name.
+        stack = seatrial_trial::warm::canonical_stack(
+            &seatrial_trial::warm::recipe_key(&run.recipe),
+            &trial_run_id,
+        );
+    }
     if mode == seatrial_trial::TrialMode::Quick {
         // A quick run uses the recipe's canonical stack; without one the trial's prepare says
         // so (the canonical may have been dropped since the run was queued).
@@ -129,11 +136,16 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
         tokio::spawn(async move { write_events(&shared, id, rx).await })
     };
     let _ = tx.send(Event::Log(format!(
-        "attempt {} on {}: {} {} as stack {stack} (trial {trial_run_id})",
+        "attempt {} on {}: {} {} as stack {stack} (trial {trial_run_id}{})",
         run.attempt,
         shared.owner,
         run.recipe,
-        reference.as_deref().unwrap_or("(as it is)")
+        reference.as_deref().unwrap_or("(as it is)"),
+        if run.promote {
+            "; promotes its data to the recipe's canonical when it passes"
+        } else {
+            ""
+        }
     )));
 
     let timeout = shared.config.timeout_for(
@@ -152,7 +164,7 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
         overrides,
         keep: false,
         mode,
-        promote: false,
+        promote: run.promote,
         data_dir: shared.config.data_dir.clone(),
         janitor_max_age: shared.config.longest_run_timeout() + shared.config.lease,
         liveness: Some(shared.liveness.clone()),
