@@ -414,6 +414,106 @@ fn dashboard_in_a_browser_follows_the_live_log() {
 }
 
 #[test]
+fn infra_page_in_a_browser_shows_release_notes_as_text() {
+    use seatrial_trial::infra::{AppState, InfraDir, LastAction, Release};
+    let data = scratch("infra");
+    let config = data.join("seatrial.toml");
+    std::fs::write(
+        &config,
+        "[schedule]\nnightly = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\n\n[[infra]]\nname = \"stproxy\"\nrecipe = \"https://git.example.org/coop-cloud/traefik.git\"\n",
+    )
+    .expect("config");
+    // Release notes are whatever a recipe's maintainers wrote: markup in them must stay text.
+    let notes = "Run the <b>manual</b> migration first.\n<script>document.body.dataset.pwned = 'script'</script><img src=x onerror=\"document.body.dataset.pwned = 'img'\">";
+    InfraDir::new(&data)
+        .save(
+            "stproxy",
+            &AppState {
+                last_good: Some(Release {
+                    version: "2.4.1+2.11".into(),
+                    commit: "c0ffee".into(),
+                }),
+                last: Some(LastAction {
+                    action: "held".into(),
+                    from: Some("2.4.1+2.11".into()),
+                    to: Some("3.0.0+3.0".into()),
+                    reason: "the notes of 3.0.0+3.0 ask for a human".into(),
+                    notes: Some(notes.into()),
+                    at: "2025-01-10T01:30:05Z".into(),
+                }),
+                ..AppState::default()
+            },
+        )
+        .expect("state");
+    let server = Server::start(
+        &data,
+        None,
+        &[("SEATRIAL_CONFIG", config.to_str().expect("utf8"))],
+    );
+    let browser = Browser::start();
+    browser.open(&server.url("/"));
+    let next = browser.eval(
+        "var t = document.querySelector('#next-nightly time'); return t ? [t.getAttribute('datetime'), t.textContent] : null;",
+    );
+    assert!(
+        next[0].as_str().is_some_and(|t| t.ends_with(":30:00Z"))
+            && next[1].as_str().is_some_and(|t| t.contains(" 02:30 ")),
+        "the runs page says when the next nightly job is: {next}"
+    );
+    // From the nav to the infra page.
+    browser.eval("document.querySelector('header a[href=\"/infra\"]').click(); return true;");
+    let until = Instant::now() + Duration::from_secs(10);
+    while browser.eval("return location.pathname;") != json!("/infra") {
+        assert!(
+            Instant::now() < until,
+            "the nav link did not lead to /infra"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let row = |script: &str| {
+        browser.eval(&format!(
+            "var r = document.querySelector('[data-app=\"stproxy\"]'); return r ? {script} : null;"
+        ))
+    };
+    assert_eq!(
+        row("r.querySelector('.last-good').textContent"),
+        json!("2.4.1+2.11")
+    );
+    assert_eq!(
+        row("r.querySelector('[data-action]').dataset.action"),
+        json!("held")
+    );
+    assert!(
+        row("r.querySelector('[data-attention=\"human\"]').textContent")
+            .as_str()
+            .is_some_and(|t| t.contains("3.0.0+3.0")),
+        "the app is marked as waiting for a human"
+    );
+    // The notes are there, as the text they are, and nothing in them ran.
+    browser.eval("document.querySelector('.held-notes summary').click(); return true;");
+    assert_eq!(
+        row("r.querySelector('.held-notes pre').textContent"),
+        json!(notes)
+    );
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('main script, main img, main b').length;"),
+        json!(0)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        browser.eval("return document.body.dataset.pwned || '';"),
+        json!("")
+    );
+    let overflow = browser.eval(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    );
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "the infra page scrolls sideways on a phone by {overflow} px"
+    );
+}
+
+#[test]
 fn run_timeout_and_cancel_stop_running_trials_with_teardown() {
     let data = scratch("stop");
     let dir = data.join("recipe");

@@ -7,6 +7,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use seatrial_store::{Mode, Run, RunId, RunState, StageRecord};
 
+use super::infra_view::{AppView, InfraView, ScheduleView};
 use super::view::{ListQuery, ms_rfc3339};
 
 /// Escapes text for HTML content and attribute values.
@@ -41,12 +42,16 @@ form.filters{display:flex;gap:.5rem;flex-wrap:wrap;margin-bottom:1rem}form.filte
 pre#log{background:#0d1117;color:#e6edf3;padding:.75rem;overflow-x:auto;white-space:pre-wrap;word-break:break-word;min-height:8rem;font-size:.85rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem;background:#fff;padding:.75rem}dt{color:#57606a}dd{margin:0;word-break:break-all}
 .detail{white-space:pre-wrap;word-break:break-word;font-size:.85rem}
+.a-installed,.a-upgraded{background:#bbf7d0;color:#14532d}.a-held,.sev-warning{background:#fef3c7;color:#92400e}
+.a-rolled-back,.a-failed,.sev-critical{background:#fecaca;color:#7f1d1d}.a-skipped{background:#e5e7eb;color:#374151}
+.attention{background:#fff7ed;border-left:4px solid #ea580c;padding:.3rem .5rem;margin:.3rem 0}
+p.nightly{background:#fff;padding:.5rem .75rem}details pre{white-space:pre-wrap;word-break:break-word;font-size:.85rem;background:#f6f7f9;padding:.5rem;margin:.3rem 0}
 @media (max-width:40rem){.wide{display:none}th,td{padding:.35rem .3rem}main{padding:.5rem}}
 "#;
 
 fn page(title: &str, body: &str) -> String {
     format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · seatrial</title><style>{STYLE}</style></head><body><header><strong><a href=\"/\">seatrial</a></strong><a href=\"/\">runs</a><a href=\"/queue\">queue</a><a href=\"/metrics\">metrics</a></header><main>{body}</main></body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} · seatrial</title><style>{STYLE}</style></head><body><header><strong><a href=\"/\">seatrial</a></strong><a href=\"/\">runs</a><a href=\"/queue\">queue</a><a href=\"/infra\">infra</a><a href=\"/metrics\">metrics</a></header><main>{body}</main></body></html>",
         esc(title)
     )
 }
@@ -79,8 +84,12 @@ pub fn list_page(
     positions: &std::collections::HashMap<RunId, usize>,
     q: &ListQuery,
     limit: i64,
+    schedule: Option<&ScheduleView>,
 ) -> String {
     let mut b = String::from("<h1>Runs</h1>");
+    if let Some(s) = schedule {
+        b.push_str(&nightly_line(s));
+    }
     let sel = |v: &str, cur: &Option<String>| {
         if cur.as_deref() == Some(v) {
             " selected"
@@ -173,12 +182,20 @@ pub fn queue_page(
     running: &[Run],
     capacity: usize,
     warm: &[seatrial_trial::warm::Summary],
+    nightly: Option<&str>,
 ) -> String {
     let mut b = format!(
         "<h1>Queue</h1><p>{} running, {} waiting; this server runs up to {capacity} at a time.</p>",
         running.len(),
         queue.len()
     );
+    if let Some(phase) = nightly {
+        let _ = write!(
+            b,
+            "<p class=\"attention\" id=\"nightly-holds\">The <a href=\"/infra\">nightly job</a> holds this server's capacity ({}); queued runs start when it is done.</p>",
+            esc(phase)
+        );
+    }
     b.push_str("<table id=\"queue\"><thead><tr><th>position</th><th>#</th><th>recipe</th><th>mode</th><th class=\"wide\">queued</th></tr></thead><tbody>");
     for r in running {
         let _ = write!(
@@ -306,6 +323,216 @@ pub fn run_page(run: &Run, stages: &[StageRecord], position: Option<usize>) -> S
         done = run.state.is_terminal(),
     );
     page(&format!("run {}", run.id), &b)
+}
+
+/// `Next nightly job: 2025-03-30 03:00 CEST`, with the UTC time for machines.
+fn nightly_line(s: &ScheduleView) -> String {
+    match (&s.next, &s.next_local) {
+        (Some(utc), Some(local)) => format!(
+            "<p class=\"nightly\" id=\"next-nightly\">Next <a href=\"/infra\">nightly job</a>: <time datetime=\"{}\">{}</time> <small>(<code>{}</code>, {})</small></p>",
+            esc(utc),
+            esc(local),
+            esc(&s.nightly),
+            esc(&s.timezone)
+        ),
+        _ => String::new(),
+    }
+}
+
+fn action_badge(action: &str) -> String {
+    let a = esc(action);
+    format!("<span class=\"badge a-{a}\" data-action=\"{a}\">{a}</span>")
+}
+
+fn from_to(from: Option<&str>, to: Option<&str>) -> String {
+    match (from, to) {
+        (Some(f), Some(t)) if f != t => format!("{} → {}", esc(f), esc(t)),
+        (_, Some(t)) => esc(t),
+        (Some(f), None) => esc(f),
+        (None, None) => String::new(),
+    }
+}
+
+fn infra_app_row(b: &mut String, a: &AppView) {
+    let deployed = match (&a.deployed.version, a.deployed.source) {
+        (Some(v), super::infra_view::Source::Engine) => esc(v),
+        (Some(v), super::infra_view::Source::Record) => format!(
+            "{} <small title=\"the engine did not answer: the recorded last-good release\">(recorded)</small>",
+            esc(v)
+        ),
+        (None, super::infra_view::Source::Engine) => "<small>nothing</small>".to_owned(),
+        (None, super::infra_view::Source::Record) => "<small>unknown</small>".to_owned(),
+    };
+    let last_good = a
+        .last_good
+        .as_ref()
+        .map(|r| esc(&r.version))
+        .unwrap_or_else(|| "<small>none yet</small>".to_owned());
+    let mut last = String::new();
+    if let Some(l) = &a.last {
+        let _ = write!(
+            last,
+            "{} {}<div class=\"detail\">{}</div><small>{}</small>",
+            action_badge(&l.action),
+            from_to(l.from.as_deref(), l.to.as_deref()),
+            esc(&l.reason),
+            esc(&l.at)
+        );
+    } else {
+        last.push_str("<small>never reconciled</small>");
+    }
+    if let Some(notes) = &a.held_notes {
+        let _ = write!(
+            last,
+            "<details class=\"held-notes\"><summary>release notes that held it</summary><pre>{}</pre></details>",
+            esc(notes)
+        );
+    }
+    if !a.failed.is_empty() {
+        let _ = write!(
+            last,
+            "<div><small>failed before, not retried: {}</small></div>",
+            esc(&a.failed.join(", "))
+        );
+    }
+    if let Some(e) = &a.error {
+        let _ = write!(last, "<div class=\"attention\">{}</div>", esc(e));
+    }
+    if let Some(why) = &a.attention {
+        let marker = if a.pending.is_some() {
+            "pending"
+        } else {
+            "human"
+        };
+        let _ = write!(
+            last,
+            "<div class=\"attention\" data-attention=\"{marker}\">{}</div>",
+            esc(why)
+        );
+    }
+    let _ = write!(
+        b,
+        "<tr data-app=\"{name}\"><td><strong>{name}</strong><div class=\"wide\"><small>{recipe}</small></div><div>deployed <span class=\"deployed\">{deployed}</span></div><div>last-good <span class=\"last-good\">{last_good}</span></div><div><small>policy {policy}</small></div></td><td>{last}</td></tr>",
+        name = esc(&a.name),
+        recipe = esc(&a.recipe),
+        policy = a.policy,
+    );
+}
+
+/// A value of an alert record as text (records are read from a file: anything may be there).
+fn field(v: &serde_json::Value, key: &str) -> String {
+    match v.get(key) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+pub fn infra_page(view: &InfraView) -> String {
+    let mut b = String::from("<h1>Infra apps</h1>");
+    match &view.schedule {
+        Some(s) => b.push_str(&nightly_line(s)),
+        None => b.push_str("<p class=\"nightly\" id=\"next-nightly\">No nightly job: set <code>[schedule] nightly</code> in the config to reconcile these apps and refresh the warm canonicals every night.</p>"),
+    }
+    let n = &view.nightly;
+    if let Some(phase) = &n.running {
+        let _ = write!(
+            b,
+            "<p class=\"attention\" id=\"nightly-running\">The nightly job runs now: {}. Queued runs wait for it.</p>",
+            esc(phase)
+        );
+    }
+    if view.apps.is_empty() {
+        b.push_str("<p>No <code>[[infra]]</code> apps in the config.</p>");
+    } else {
+        b.push_str("<table id=\"infra-apps\"><thead><tr><th>app</th><th>last action</th></tr></thead><tbody>");
+        for a in &view.apps {
+            infra_app_row(&mut b, a);
+        }
+        b.push_str("</tbody></table>");
+    }
+    b.push_str("<h2>Last nightly job</h2>");
+    match (&n.last_started_at, &n.last_finished_at, &n.last) {
+        (None, _, _) => b.push_str("<p id=\"last-nightly\">None has run yet.</p>"),
+        (Some(started), finished, last) => {
+            let finished_after = finished.as_deref().filter(|f| *f >= started.as_str());
+            let _ = write!(
+                b,
+                "<p id=\"last-nightly\">Started {}, {}.</p>",
+                esc(started),
+                match (finished_after, &n.running) {
+                    (Some(f), _) => format!("finished {}", esc(f)),
+                    (None, Some(_)) => "running".to_owned(),
+                    (None, None) => "interrupted (it runs again at the next start)".to_owned(),
+                }
+            );
+            if let Some(last) = last.as_ref().filter(|_| finished_after.is_some()) {
+                b.push_str("<table id=\"sweep\"><thead><tr><th>cold sweep</th><th>release</th><th>run</th><th class=\"wide\">why</th></tr></thead><tbody>");
+                for r in &last.sweep {
+                    let run = r
+                        .run
+                        .map(|id| format!("<a href=\"/runs/{id}\">{id}</a> "))
+                        .unwrap_or_default();
+                    let _ = write!(
+                        b,
+                        "<tr><td>{}</td><td>{}</td><td>{run}<span class=\"badge s-{state}\">{state}</span></td><td class=\"wide detail\">{}</td></tr>",
+                        esc(&r.repo),
+                        esc(r.release.as_deref().unwrap_or("")),
+                        esc(r.reason.as_deref().unwrap_or("")),
+                        state = esc(&r.state),
+                    );
+                }
+                if last.sweep.is_empty() {
+                    b.push_str("<tr><td colspan=\"4\"><small>no enrolled recipe</small></td></tr>");
+                }
+                b.push_str("</tbody></table>");
+            }
+        }
+    }
+    b.push_str("<h2>Recent alerts</h2>");
+    if view.alerts.is_empty() {
+        b.push_str("<p id=\"no-alerts\">No alert was sent.</p>");
+    } else {
+        b.push_str("<table id=\"alerts\"><thead><tr><th>app</th><th>what</th><th class=\"wide\">sent to</th></tr></thead><tbody>");
+        for a in &view.alerts {
+            let deliveries: Vec<String> = a
+                .get("deliveries")
+                .and_then(|d| d.as_array())
+                .into_iter()
+                .flatten()
+                .map(|d| match field(d, "error").as_str() {
+                    "" => format!("{} ✓", esc(&field(d, "target"))),
+                    e => format!("{} ✗ {}", esc(&field(d, "target")), esc(e)),
+                })
+                .collect();
+            let notes = field(a, "notes");
+            let _ = write!(
+                b,
+                "<tr><td><strong>{}</strong><br><small>{}</small></td><td><span class=\"badge sev-{sev}\">{sev}</span> {} {}<div class=\"detail\">{}</div>{}</td><td class=\"wide detail\">{}</td></tr>",
+                esc(&field(a, "app")),
+                esc(&field(a, "at")),
+                action_badge(&field(a, "event")),
+                from_to(
+                    Some(field(a, "from")).filter(|s| !s.is_empty()).as_deref(),
+                    Some(field(a, "to")).filter(|s| !s.is_empty()).as_deref()
+                ),
+                esc(&field(a, "reason")),
+                if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "<details><summary>release notes</summary><pre>{}</pre></details>",
+                        esc(&notes)
+                    )
+                },
+                deliveries.join("<br>"),
+                sev = esc(&field(a, "severity")),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    b.push_str("<p><small><a href=\"/api/infra\">as JSON</a></small></p>");
+    page("infra", &b)
 }
 
 pub fn error_page(status: u16, message: &str) -> String {

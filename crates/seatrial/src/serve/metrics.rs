@@ -199,6 +199,41 @@ pub fn render_warm(out: &mut String, canonicals: &[seatrial_trial::warm::Summary
     }
 }
 
+/// The nightly job, for alerting on one that stopped succeeding: when the last one that failed
+/// nothing finished, when the last one finished at all, when the next is due, and whether one
+/// runs now (times in Unix seconds; 0: never).
+pub fn render_nightly(out: &mut String, status: &crate::serve::state::NightlyStatus) {
+    let secs = |t: Option<jiff::Timestamp>| t.map_or(0, |t| t.as_second());
+    let gauges = [
+        (
+            "seatrial_nightly_last_success_timestamp_seconds",
+            "When the last nightly job in which nothing failed finished (Unix time; 0: never).",
+            secs(status.record.last_success()),
+        ),
+        (
+            "seatrial_nightly_last_finished_timestamp_seconds",
+            "When the last nightly job finished, whatever its parts did (Unix time; 0: never).",
+            secs(status.record.last_finished_at),
+        ),
+        (
+            "seatrial_nightly_next_timestamp_seconds",
+            "When the next nightly job is due (Unix time).",
+            secs(status.next),
+        ),
+        (
+            "seatrial_nightly_running",
+            "1 while the nightly job runs (and holds this server's capacity).",
+            i64::from(status.phase.is_some()),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

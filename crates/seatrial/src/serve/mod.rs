@@ -4,13 +4,14 @@
 //! `state` is what the others share and depends on none of them; `worker` runs the queue,
 //! `nightly` the nightly job (reconcile and the cold sweep, at the times `schedule` says),
 //! `forge` turns pull-request comments into runs and reports back, `http` serves the API, the
-//! dashboard (drawn by `dashboard`, with `view`) and the webhook; `config` and `metrics` are
+//! dashboard (drawn by `dashboard`, with `view` and `infra_view`) and the webhook; `config` and `metrics` are
 //! leaves. This file wires them and runs the shutdown sequence.
 
 pub mod config;
 pub mod dashboard;
 pub mod forge;
 pub mod http;
+pub mod infra_view;
 pub mod metrics;
 pub mod nightly;
 pub mod schedule;

@@ -1,5 +1,6 @@
 //! The JSON API over runs: create (token required), read, list, cancel (token required), and a
-//! run's log. Field names and values are the API's contract (README, docs/openapi.yaml).
+//! run's log; and the infra apps with the nightly job (read only). Field names and values are
+//! the API's contract (README, docs/openapi.yaml).
 
 use std::sync::Arc;
 
@@ -251,4 +252,12 @@ pub(super) async fn log(
         .logs_since(id, q.after, q.limit.unwrap_or(1000).clamp(1, 10_000))
         .await?;
     Ok(Json(json!({ "log": chunks })))
+}
+
+/// `GET /api/infra`: the infra apps, the recent alerts and the nightly job (the infra page's
+/// data).
+pub(super) async fn infra(
+    State(shared): State<Arc<Shared>>,
+) -> Json<crate::serve::infra_view::InfraView> {
+    Json(crate::serve::infra_view::gather(&shared).await)
 }

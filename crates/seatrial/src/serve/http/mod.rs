@@ -60,6 +60,8 @@ pub fn router(shared: Arc<Shared>, forge: Option<Arc<ForgeLink>>) -> Router {
     Router::new()
         .route("/", get(pages::list))
         .route("/queue", get(pages::queue))
+        .route("/infra", get(pages::infra))
+        .route("/api/infra", get(api::infra))
         .route("/runs/{id}", get(pages::run))
         .route("/runs/{id}/events", get(live::run_events))
         .route("/api/runs", get(api::list).post(api::create))

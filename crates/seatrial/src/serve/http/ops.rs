@@ -59,6 +59,9 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Respons
         by_state_and_mode: stats.by_state_and_mode,
     });
     crate::serve::metrics::render_warm(&mut text, &super::warm_summaries(&shared.config.data_dir));
+    if shared.config.schedule.is_some() {
+        crate::serve::metrics::render_nightly(&mut text, &shared.nightly_now());
+    }
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -1,5 +1,5 @@
 //! The dashboard's pages (server-rendered HTML, drawn by `serve::dashboard`): runs, the queue,
-//! one run.
+//! one run, the infra apps and the nightly job.
 
 use std::sync::Arc;
 
@@ -10,9 +10,9 @@ use seatrial_store::{RunFilter, RunId, RunState};
 
 use super::ApiError;
 use super::api::{load_run, queue_position};
-use crate::serve::dashboard;
 use crate::serve::state::Shared;
 use crate::serve::view::{ListQuery, filter_of};
+use crate::serve::{dashboard, infra_view};
 
 fn html_error(e: ApiError) -> Response {
     let ApiError(status, message) = e;
@@ -40,7 +40,20 @@ pub(super) async fn list(
         .queue_positions(&runs)
         .await
         .unwrap_or_default();
-    Html(dashboard::list_page(&runs, &positions, &q, filter.limit)).into_response()
+    let schedule = infra_view::schedule_view(&shared);
+    Html(dashboard::list_page(
+        &runs,
+        &positions,
+        &q,
+        filter.limit,
+        schedule.as_ref(),
+    ))
+    .into_response()
+}
+
+pub(super) async fn infra(State(shared): State<Arc<Shared>>) -> Response {
+    let view = infra_view::gather(&shared).await;
+    Html(dashboard::infra_page(&view)).into_response()
 }
 
 pub(super) async fn queue(State(shared): State<Arc<Shared>>) -> Response {
@@ -60,6 +73,15 @@ pub(super) async fn queue(State(shared): State<Arc<Shared>>) -> Response {
                 &running,
                 shared.config.capacity,
                 &super::warm_summaries(&shared.config.data_dir),
+                shared
+                    .nightly_holds()
+                    .then(|| {
+                        shared
+                            .nightly_now()
+                            .phase
+                            .unwrap_or_else(|| "starting".into())
+                    })
+                    .as_deref(),
             ))
             .into_response()
         }
