@@ -52,8 +52,9 @@ fn write_recipe(dir: &Path, port: u16, test_script: &str) {
 }
 
 /// An enrolled repository on a "forge" that is a directory: `<forge>/coop/app.git`, with the
-/// releases `1.0.0+1` and `1.1.0+1` (the latest) and a commit after them.
-fn enrolled_repo(forge: &Path, port: u16) {
+/// releases `1.0.0+1` and `1.1.0+1` (the latest, whose tests run `latest_tests`) and a commit
+/// after them.
+fn enrolled_repo(forge: &Path, port: u16, latest_tests: &str) {
     let dir = forge.join("coop/app.git");
     std::fs::create_dir_all(&dir).expect("repo dir");
     git(&dir, &["init", "-q", "-b", "main"]);
@@ -66,7 +67,11 @@ fn enrolled_repo(forge: &Path, port: u16) {
         git(&dir, &["config", k, v]);
     }
     for step in ["1.0.0+1", "1.1.0+1", "after"] {
-        write_recipe(&dir, port, &format!("echo {step}"));
+        let tests = match step {
+            "1.1.0+1" => latest_tests.to_owned(),
+            _ => format!("echo {step}"),
+        };
+        write_recipe(&dir, port, &tests);
         std::fs::write(dir.join("STEP"), step).expect("step");
         git(&dir, &["add", "-A"]);
         git(&dir, &["commit", "-q", "-m", step]);
@@ -108,10 +113,16 @@ impl World {
     /// A server (not yet running anything) with a schedule, a forge that is a directory, and
     /// (with `enrolled`) one enrolled repository.
     async fn new(enrolled: bool) -> Self {
+        Self::with(enrolled, "echo 1.1.0+1", "5s").await
+    }
+
+    /// As [`World::new`], the latest release's tests running `latest_tests`, and this shutdown
+    /// grace.
+    async fn with(enrolled: bool, latest_tests: &str, grace: &str) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let port = serve_ok().await;
         let forge = root.path().join("forge");
-        enrolled_repo(&forge, port);
+        enrolled_repo(&forge, port, latest_tests);
         let data = root.path().join("data");
         let path = root.path().join("seatrial.toml");
         let repos = if enrolled {
@@ -122,7 +133,7 @@ impl World {
         std::fs::write(
             &path,
             format!(
-                "data_dir = {data:?}\ncapacity = 1\npoll_interval = \"100ms\"\nshutdown_grace = \"5s\"\n\n[schedule]\nnightly = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\n\n[forge]\nurl = {forge:?}\ntoken = \"t\"\n{repos}"
+                "data_dir = {data:?}\ncapacity = 1\npoll_interval = \"100ms\"\nshutdown_grace = \"{grace}\"\n\n[schedule]\nnightly = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\n\n[forge]\nurl = {forge:?}\ntoken = \"t\"\n{repos}"
             ),
         )
         .expect("config");
@@ -296,4 +307,73 @@ async fn a_nightly_missed_while_down_runs_once_at_start() {
     );
     w.shared.shutdown.cancel();
     nightly.await.expect("the nightly loop stops at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_the_nightly_after_its_grace_with_teardown() {
+    let w = World::with(true, "sleep 60", "1s").await;
+    let nightly = {
+        let (shared, schedule, file) = (w.shared.clone(), w.schedule(), w.record_file());
+        tokio::spawn(async move { run_once(&shared, &schedule, &file).await })
+    };
+    // Wait until the sweep's trial runs its (endless) tests.
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let running = w
+            .shared
+            .store
+            .list(&seatrial_store::RunFilter {
+                state: Some(RunState::Running),
+                ..seatrial_store::RunFilter::default()
+            })
+            .await
+            .expect("list");
+        if let Some(run) = running.first() {
+            let log = w
+                .shared
+                .store
+                .logs_since(run.id, 0, 1000)
+                .await
+                .expect("log");
+            if log.iter().any(|l| l.text.starts_with("▶ tests")) {
+                break run.clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the sweep never reached its tests"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let asked = tokio::time::Instant::now();
+    w.shared.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), nightly)
+        .await
+        .expect("the nightly stops within the grace and a teardown")
+        .expect("nightly");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "the grace was given"
+    );
+    let run = w.run(run.id).await;
+    assert_eq!(run.state, RunState::Cancelled, "{run:#?}");
+    assert!(
+        run.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("shut down")),
+        "{run:#?}"
+    );
+    let stages = w.shared.store.stages(run.id).await.expect("stages");
+    assert!(
+        stages
+            .iter()
+            .any(|s| s.name == "teardown" && s.result == seatrial_store::StageResult::Pass),
+        "torn down: {stages:#?}"
+    );
+    let record = w.record_file().load().expect("record");
+    assert!(
+        record.interrupted().is_some(),
+        "unfinished, so the next start runs it again: {record:#?}"
+    );
+    assert!(!w.shared.nightly_holds());
 }
