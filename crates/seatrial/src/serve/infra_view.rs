@@ -129,17 +129,25 @@ pub async fn gather(shared: &Shared) -> InfraView {
             .ok()
             .and_then(Result::ok)
     };
-    let mut apps = Vec::new();
-    for app in &shared.config.infra.apps {
-        let deployed = match &engine {
+    // Asked side by side, so a slow engine costs the page one time limit, not one per app.
+    let lookups = shared.config.infra.apps.iter().map(|app| async {
+        match &engine {
             Some(e) => tokio::time::timeout(ENGINE_LIMIT, deployed(e.as_ref(), &app.name))
                 .await
                 .ok()
                 .and_then(Result::ok),
             None => None,
-        };
-        apps.push(app_view(&dir, app, deployed));
-    }
+        }
+    });
+    let deployed = futures_util::future::join_all(lookups).await;
+    let apps = shared
+        .config
+        .infra
+        .apps
+        .iter()
+        .zip(deployed)
+        .map(|(app, deployed)| app_view(&dir, app, deployed))
+        .collect();
     InfraView {
         schedule,
         nightly,
