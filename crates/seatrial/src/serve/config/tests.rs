@@ -302,3 +302,21 @@ fn schedule_infra_and_alerts() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_infra_example_is_a_serve_config_too() {
+    // `seatrial reconcile` and `seatrial serve` read one file: the infra example must load here.
+    let text = include_str!("../../../../../examples/infra.toml").replace("NTFY_TOKEN", "PATH");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("seatrial.toml");
+    std::fs::write(
+        &path,
+        format!("{text}\n[schedule]\nnightly = \"15 4 * * *\"\n"),
+    )
+    .expect("write");
+    let c = load_with(Some(&path), &no_env).expect("examples/infra.toml loads as serve's config");
+    let names: Vec<&str> = c.infra.apps.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["traefik", "sso"]);
+    assert_eq!(c.infra.alerts.len(), 2);
+    assert!(c.schedule.is_some());
+}
