@@ -35,6 +35,9 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
             ),
         )
     })?;
+    // The nightly's reconcile keeps infra apps' secret values under the data directory, like
+    // their state: the server's (unless --data-dir named one already).
+    crate::secrets::set_data_dir(config.data_dir.clone());
     let store = seatrial_store::Store::open(&config.database_url)
         .await
         .map_err(|e| Failure::new(exit::INFRASTRUCTURE, e.to_string()))?;
