@@ -135,6 +135,9 @@ pub struct NewRun {
     /// When the trial passes, keep its data as the recipe's warm canonical (a cold trial of the
     /// recipe's latest release).
     pub promote: bool,
+    /// The run's first log line, written with the run: who or what queued it, and through
+    /// which HTTP request (`request <id>`) when one did.
+    pub note: Option<String>,
 }
 
 impl NewRun {
@@ -153,6 +156,7 @@ impl NewRun {
             recipe_path: None,
             probe: None,
             promote: false,
+            note: None,
         }
     }
 }

@@ -119,17 +119,19 @@ impl Store {
     }
 
     /// A queued run is cancelled at once; a running one is asked to stop (its server sees
-    /// `cancel_requested`); a finished one is left as it is. `None`: no such run.
+    /// `cancel_requested`); a finished one is left as it is. `note` (who asked, through which
+    /// request) goes to the run's log when the cancel changed something. `None`: no such run.
     pub async fn request_cancel(
         &self,
         id: RunId,
         by: Option<&str>,
+        note: Option<&str>,
     ) -> Result<Option<Run>, StoreError> {
         let reason = match by {
             Some(who) => format!("cancelled by {who} before it started"),
             None => "cancelled before it started".to_owned(),
         };
-        on_pool!(self, p => sqlx::query(
+        let dequeued = on_pool!(self, p => sqlx::query(
             "UPDATE runs SET state = 'cancelled', finished_at_ms = $2, reason = $3 WHERE id = $1 AND state = 'queued'",
         )
         .bind(id.0)
@@ -137,16 +139,21 @@ impl Store {
         .bind(&reason)
         .execute(p)
         .await
-        .map(|_| ()))
+        .map(|r| r.rows_affected()))
         .map_err(query_error("cancelling a run"))?;
-        on_pool!(self, p => sqlx::query(
-            "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND state = 'running'",
+        let stopping = on_pool!(self, p => sqlx::query(
+            "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND state = 'running' AND NOT cancel_requested",
         )
         .bind(id.0)
         .execute(p)
         .await
-        .map(|_| ()))
+        .map(|r| r.rows_affected()))
         .map_err(query_error("cancelling a run"))?;
+        if let Some(note) = note
+            && dequeued + stopping > 0
+        {
+            self.append_log(id, note).await?;
+        }
         self.get(id).await
     }
 

@@ -78,22 +78,38 @@ impl Store {
             "INSERT INTO runs (recipe, reference, repo, pr_number, commit_sha, mode, trigger_kind, requested_by, state, attempt, created_at_ms, timeout_secs, recipe_path, probe, promote) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $11, $12, $13) RETURNING {RUN_COLUMNS}"
         );
-        let row: RunRow = on_pool!(self, p => sqlx::query_as(built(&sql))
-            .bind(&new.recipe)
-            .bind(&new.reference)
-            .bind(&new.repo)
-            .bind(new.pr_number)
-            .bind(&new.commit_sha)
-            .bind(new.mode.as_str())
-            .bind(new.trigger.as_str())
-            .bind(&new.requested_by)
-            .bind(now_ms())
-            .bind(new.timeout_secs)
-            .bind(&new.recipe_path)
-            .bind(&new.probe)
-            .bind(new.promote)
-            .fetch_one(p)
-            .await)
+        // The run and its first log line in one transaction: no server claims (and logs) a
+        // run whose note is not written yet.
+        let row: RunRow = on_pool!(self, p => async {
+            let mut tx = p.begin().await?;
+            let row: RunRow = sqlx::query_as(built(&sql))
+                .bind(&new.recipe)
+                .bind(&new.reference)
+                .bind(&new.repo)
+                .bind(new.pr_number)
+                .bind(&new.commit_sha)
+                .bind(new.mode.as_str())
+                .bind(new.trigger.as_str())
+                .bind(&new.requested_by)
+                .bind(now_ms())
+                .bind(new.timeout_secs)
+                .bind(&new.recipe_path)
+                .bind(&new.probe)
+                .bind(new.promote)
+                .fetch_one(&mut *tx)
+                .await?;
+            if let Some(note) = &new.note {
+                sqlx::query("INSERT INTO logs (run_id, seq, at_ms, text) VALUES ($1, 1, $2, $3)")
+                    .bind(row.id)
+                    .bind(now_ms())
+                    .bind(note)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(row)
+        }
+        .await)
         .map_err(query_error("queueing a run"))?;
         row.try_into()
     }

@@ -144,7 +144,7 @@ async fn cancel_stops_queued_runs_at_once_and_flags_running_ones() {
             .expect("claim")
             .expect("run");
         let q = store
-            .request_cancel(queued.id, Some("alice"))
+            .request_cancel(queued.id, Some("alice"), None)
             .await
             .expect("cancel")
             .expect("run");
@@ -155,7 +155,7 @@ async fn cancel_stops_queued_runs_at_once_and_flags_running_ones() {
             q.reason
         );
         let r = store
-            .request_cancel(running.id, None)
+            .request_cancel(running.id, None, None)
             .await
             .expect("cancel")
             .expect("run");
@@ -168,7 +168,7 @@ async fn cancel_stops_queued_runs_at_once_and_flags_running_ones() {
                 .expect("finish")
         );
         let again = store
-            .request_cancel(running.id, None)
+            .request_cancel(running.id, None, None)
             .await
             .expect("cancel")
             .expect("run");
@@ -179,7 +179,7 @@ async fn cancel_stops_queued_runs_at_once_and_flags_running_ones() {
         );
         assert!(
             store
-                .request_cancel(RunId(424_242), None)
+                .request_cancel(RunId(424_242), None, None)
                 .await
                 .expect("cancel")
                 .is_none()
@@ -258,7 +258,10 @@ async fn expired_leases_are_requeued_once_then_errored() {
             .await
             .expect("claim")
             .expect("run");
-        store.request_cancel(c.id, None).await.expect("cancel");
+        store
+            .request_cancel(c.id, None, None)
+            .await
+            .expect("cancel");
         tokio::time::sleep(Duration::from_millis(5)).await;
         let reaped = store.reap_expired(2).await.expect("reap");
         assert_eq!(reaped[0].1, Reaped::Cancelled, "{b}");
@@ -596,6 +599,53 @@ async fn a_run_started_at_once_is_leased_and_never_claimed_from_the_queue() {
             (done.state, done.promote),
             (RunState::Passed, true),
             "{backend}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn who_queued_and_who_cancelled_a_run_start_and_extend_its_log() {
+    for (store, _) in fresh().await {
+        let b = store.backend();
+        let texts = |chunks: Vec<seatrial_store::LogChunk>| {
+            chunks.into_iter().map(|c| c.text).collect::<Vec<_>>()
+        };
+        let queued = store
+            .enqueue(&NewRun {
+                note: Some("queued by POST /api/runs (request r-1)".into()),
+                ..new_run("noted")
+            })
+            .await
+            .expect("enqueue");
+        let running = store.enqueue(&new_run("running")).await.expect("enqueue");
+        store
+            .claim("one", LEASE)
+            .await
+            .expect("claim")
+            .expect("run");
+        store.append_log(queued.id, "later").await.expect("append");
+        assert_eq!(
+            texts(store.logs_since(queued.id, 0, 10).await.expect("logs")),
+            ["queued by POST /api/runs (request r-1)", "later"],
+            "{b}: the note is the run's first line"
+        );
+        let claimed = store
+            .claim("one", LEASE)
+            .await
+            .expect("claim")
+            .expect("run");
+        assert_eq!(claimed.id, running.id, "{b}");
+        for _ in 0..2 {
+            store
+                .request_cancel(running.id, None, Some("cancel requested (request r-2)"))
+                .await
+                .expect("cancel")
+                .expect("run");
+        }
+        assert_eq!(
+            texts(store.logs_since(running.id, 0, 10).await.expect("logs")),
+            ["cancel requested (request r-2)"],
+            "{b}: a repeated cancel changes nothing and is not logged again"
         );
     }
 }

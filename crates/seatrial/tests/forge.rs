@@ -21,13 +21,23 @@ fn runs(server: &Server) -> Vec<Value> {
 }
 
 fn hook(server: &Server, secret: &str, payload: &Value) -> u16 {
+    hook_as(
+        server,
+        secret,
+        payload,
+        &format!("hook-{}", std::process::id()),
+    )
+}
+
+/// [`hook`], delivered with the `X-Request-Id` given.
+fn hook_as(server: &Server, secret: &str, payload: &Value, request_id: &str) -> u16 {
     let body = payload.to_string();
     let signature = seatrial_forge::webhook::sign(secret.as_bytes(), body.as_bytes());
     let rest = server.base.strip_prefix("http://").expect("http");
     let mut stream = std::net::TcpStream::connect(rest).expect("connect");
     use std::io::{Read, Write};
     let request = format!(
-        "POST /hooks/gitea HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\nContent-Type: application/json\r\nX-Gitea-Event: issue_comment\r\nX-Gitea-Signature: {signature}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /hooks/gitea HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\nContent-Type: application/json\r\nX-Gitea-Event: issue_comment\r\nX-Gitea-Signature: {signature}\r\nX-Request-Id: {request_id}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).expect("send");
@@ -37,6 +47,25 @@ fn hook(server: &Server, secret: &str, payload: &Value) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// Posts a comment on the fake forge and returns the `issue_comment` webhook payload Gitea
+/// would deliver for it.
+fn comment_delivery(forge: &FakeForge, repo: &str, pr: i64, user: &str, body: &str) -> Value {
+    let comment = forge.post_comment(repo, pr, user, body);
+    let at = forge
+        .comments(repo, pr)
+        .into_iter()
+        .find(|c| c.id == comment)
+        .map(|c| c.updated_at)
+        .expect("the comment");
+    json!({
+        "action": "created", "is_pull": true,
+        "issue": { "number": pr },
+        "comment": { "id": comment, "body": body, "user": { "login": user }, "created_at": at, "updated_at": at },
+        "repository": { "full_name": repo },
+        "sender": { "login": user },
+    })
 }
 
 #[test]
@@ -206,20 +235,7 @@ fn testme_comments_run_real_trials_and_report_back() {
     );
 
     // A wrongly signed webhook is refused; the same comment by webhook and poll runs once.
-    let comment = forge.post_comment("coop/hello", 8, "alice", "!testme");
-    let commented_at = forge
-        .comments("coop/hello", 8)
-        .into_iter()
-        .find(|c| c.id == comment)
-        .map(|c| c.updated_at)
-        .expect("the comment");
-    let payload = json!({
-        "action": "created", "is_pull": true,
-        "issue": { "number": 8 },
-        "comment": { "id": comment, "body": "!testme", "user": { "login": "alice" }, "created_at": commented_at, "updated_at": commented_at },
-        "repository": { "full_name": "coop/hello" },
-        "sender": { "login": "alice" },
-    });
+    let payload = comment_delivery(&forge, "coop/hello", 8, "alice", "!testme");
     assert_eq!(hook(&server, "wrong-secret", &payload), 401);
     assert_eq!(hook(&server, HOOK_SECRET, &payload), 202);
     let failed = wait_for("the run of PR 8", Duration::from_secs(30), || {
@@ -560,4 +576,59 @@ fn testme_runs_only_what_was_approved_with_the_settings_it_was_queued_with() {
         runs(&server)
     );
     forge.stop_stalling();
+}
+
+#[test]
+fn a_run_queued_by_the_webhook_names_its_request() {
+    let forge = fake_forge(FORGE_TOKEN);
+    let data = scratch("forge-request-id");
+    // Nothing to clone there: the run ends at once; what is checked is who queued it.
+    let missing = data.join("no-such-recipe");
+    let head = "b".repeat(40);
+    forge.open_pull("coop/hello", 5, &head, missing.to_str().expect("utf8"));
+    forge.add_member("coop", "alice");
+    let config = data.join("seatrial.toml");
+    // Polled once at start (enrolment), then not for an hour: only the webhook can queue.
+    std::fs::write(
+        &config,
+        format!(
+            "[forge]\nkind = \"gitea\"\nurl = \"{}\"\npoll_interval = \"1h\"\nwebhook_secret = \"{HOOK_SECRET}\"\n\n[[repos]]\nname = \"coop/hello\"\n",
+            forge.url
+        ),
+    )
+    .expect("config");
+    let config_path = config.to_str().expect("utf8").to_owned();
+    let server = Server::start(
+        &data,
+        None,
+        &[
+            ("SEATRIAL_CONFIG", config_path.as_str()),
+            ("SEATRIAL_FORGE_TOKEN", FORGE_TOKEN),
+        ],
+    );
+    wait_for("enrolment", Duration::from_secs(30), || {
+        server.log_text().contains("enrolled").then_some(())
+    });
+
+    let payload = comment_delivery(&forge, "coop/hello", 5, "alice", "!testme");
+    let request_id = format!("hook-{}-5e0b", std::process::id());
+    assert_eq!(hook_as(&server, HOOK_SECRET, &payload, &request_id), 202);
+    let run = wait_for("the run of PR 5", Duration::from_secs(30), || {
+        runs(&server).into_iter().find(|r| r["pr"] == 5)
+    });
+    let id = run["id"].as_i64().expect("id");
+    let log = server.get(&format!("/api/runs/{id}/log"));
+    assert_eq!(
+        log["log"][0]["text"],
+        format!("queued by `!testme` of @alice on coop/hello#5 (webhook, request {request_id})"),
+        "{log:#}"
+    );
+    let server_log = server.log_text();
+    assert!(
+        server_log
+            .lines()
+            .any(|l| l.contains(&format!("request_id={request_id}"))
+                && l.contains("queued from a comment")),
+        "the handling of the delivery logs under its request id: {server_log}"
+    );
 }

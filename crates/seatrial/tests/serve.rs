@@ -74,13 +74,7 @@ fn api_queues_a_real_trial_and_shows_its_stages_and_metrics() {
     assert_eq!(leftovers(stack), "", "the trial tore down");
 
     // The log has the stage lines.
-    let log = server.get(&format!("/api/runs/{id}/log"));
-    let lines: Vec<&str> = log["log"]
-        .as_array()
-        .expect("log")
-        .iter()
-        .filter_map(|c| c["text"].as_str())
-        .collect();
+    let lines = server.log_lines(id);
     assert!(
         lines.iter().any(|l| l.starts_with("✓ install pass")),
         "{lines:#?}"
@@ -181,13 +175,7 @@ fn killed_server_run_is_recovered_and_its_stack_removed() {
         "",
         "the killed attempt's stack was removed"
     );
-    let log = second.get(&format!("/api/runs/{id}/log"));
-    let text: Vec<&str> = log["log"]
-        .as_array()
-        .expect("log")
-        .iter()
-        .filter_map(|c| c["text"].as_str())
-        .collect();
+    let text = second.log_lines(id);
     assert!(
         text.iter()
             .any(|l| l.contains("expired") && l.contains("re-queued")),
@@ -218,14 +206,10 @@ fn two_servers_on_one_postgres_run_each_of_20_runs_once() {
         let run = b.wait_done(*id, Duration::from_secs(600));
         assert_eq!(run["state"], "passed", "{run:#}");
         assert_eq!(run["attempt"], 1, "run {id} was claimed once");
-        let log = a.get(&format!("/api/runs/{id}/log"));
-        let starts: Vec<String> = log["log"]
-            .as_array()
-            .expect("log")
-            .iter()
-            .filter_map(|c| c["text"].as_str())
+        let starts: Vec<String> = a
+            .log_lines(*id)
+            .into_iter()
             .filter(|l| l.starts_with("attempt "))
-            .map(str::to_owned)
             .collect();
         assert_eq!(starts.len(), 1, "run {id} ran exactly once: {starts:?}");
         let owner = starts[0]
@@ -682,4 +666,92 @@ fn a_server_whose_clock_runs_an_hour_ahead_never_reaps_a_healthy_run() {
     );
     let other = probe["id"].as_i64().expect("id");
     let _ = a.wait_done(other, Duration::from_secs(120));
+}
+
+#[test]
+fn the_request_that_queued_or_cancelled_a_run_is_named_in_its_log() {
+    // A clone that never answers keeps the run running until it is cancelled.
+    let port = silent_server();
+    let data = scratch("request-ids");
+    let server = Server::start(&data, None, &[]);
+    let queued_by = format!("queue-{}-7f3a", std::process::id());
+    let cancelled_by = format!("cancel-{}-c41d", std::process::id());
+
+    let (status, body, head) = http_as(
+        &queued_by,
+        "POST",
+        &server.url("/api/runs"),
+        Some(TOKEN),
+        Some(&json!({ "recipe": format!("http://127.0.0.1:{port}/recipe.git"), "ref": "main" })),
+    )
+    .expect("POST");
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("x-request-id: {queued_by}")),
+        "{head}"
+    );
+    let id = serde_json::from_str::<Value>(&body).expect("json")["id"]
+        .as_i64()
+        .expect("id");
+    let until = Instant::now() + Duration::from_secs(30);
+    while server.get(&format!("/api/runs/{id}"))["state"] != "running" {
+        assert!(Instant::now() < until, "run {id} never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body, _) = http_as(
+        &cancelled_by,
+        "POST",
+        &server.url(&format!("/api/runs/{id}/cancel")),
+        Some(TOKEN),
+        None,
+    )
+    .expect("POST cancel");
+    assert_eq!(status, 202, "{body}");
+    let run = server.wait_done(id, Duration::from_secs(60));
+    assert_eq!(run["state"], "cancelled", "{run:#}");
+
+    // The run's log, as the API returns it: queued by one request, cancelled by the other.
+    let lines = server.log_lines(id);
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some(format!("queued by POST /api/runs (request {queued_by})").as_str()),
+        "{lines:#?}"
+    );
+    let cancel_line =
+        format!("cancel requested by POST /api/runs/{id}/cancel (request {cancelled_by})");
+    let at = lines.iter().position(|l| *l == cancel_line);
+    assert!(at.is_some(), "{cancel_line:?} in {lines:#?}");
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("cancelled after")),
+        "the verdict follows the cancel: {lines:#?}"
+    );
+
+    // The dashboard's live log (server-sent events) shows the same lines.
+    let (status, events, _) = http(
+        "GET",
+        &server.url(&format!("/runs/{id}/events")),
+        None,
+        None,
+    )
+    .expect("GET events");
+    assert_eq!(status, 200);
+    assert!(
+        events.contains(&format!(
+            "data: queued by POST /api/runs (request {queued_by})"
+        )) && events.contains(&format!("data: {cancel_line}")),
+        "{events}"
+    );
+
+    // The server's own log lines of those requests carry their ids.
+    let server_log = server.log_text();
+    let line_with = |id: &str, what: &str| {
+        server_log
+            .lines()
+            .any(|l| l.contains(&format!("request_id={id}")) && l.contains(what))
+    };
+    assert!(line_with(&queued_by, "queued"), "{server_log}");
+    assert!(line_with(&cancelled_by, "cancel requested"), "{server_log}");
 }

@@ -114,6 +114,17 @@ impl Server {
         v["id"].as_i64().expect("id")
     }
 
+    /// The run's log lines, as `GET /api/runs/{id}/log` returns them.
+    pub fn log_lines(&self, id: i64) -> Vec<String> {
+        self.get(&format!("/api/runs/{id}/log"))["log"]
+            .as_array()
+            .expect("log")
+            .iter()
+            .filter_map(|c| c["text"].as_str())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Waits until the run is in a terminal state and returns it.
     pub fn wait_done(&self, id: i64, within: Duration) -> Value {
         let until = Instant::now() + within;
@@ -134,7 +145,25 @@ impl Server {
 }
 
 /// A minimal HTTP/1.1 client (std only), enough for these tests: (status, body, headers).
+/// Every request carries `X-Request-Id: test-<pid>`.
 pub fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String, String)> {
+    http_as(
+        &format!("test-{}", std::process::id()),
+        method,
+        url,
+        token,
+        body,
+    )
+}
+
+/// [`http`] with the `X-Request-Id` given.
+pub fn http_as(
+    request_id: &str,
     method: &str,
     url: &str,
     token: Option<&str>,
@@ -147,9 +176,8 @@ pub fn http(
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let payload = body.map(Value::to_string).unwrap_or_default();
     let mut request = format!(
-        "{method} {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nX-Request-Id: test-{}\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nX-Request-Id: {request_id}\r\n",
         if path.is_empty() { "/" } else { path },
-        std::process::id()
     );
     if let Some(t) = token {
         request.push_str(&format!("Authorization: Bearer {t}\r\n"));

@@ -23,6 +23,7 @@ pub async fn enqueue(
         repo,
         pr,
         user,
+        delivery,
     } = *thread;
     let prefix = &link.config.command;
     // The pull request first, then its pushes: a push between the two reads shows as a push
@@ -82,6 +83,9 @@ pub async fn enqueue(
             timeout_secs: Some(i64::try_from(settings.timeout.as_secs()).unwrap_or(i64::MAX)),
             recipe_path: settings.recipe_path,
             probe: Some(settings.probe.to_json()),
+            note: Some(format!(
+                "queued by `{prefix}` of @{user} on {repo}#{pr} ({delivery})"
+            )),
             ..NewRun::new(
                 pull.head_clone_url.clone(),
                 if quick { Mode::Quick } else { Mode::Cold },

@@ -71,12 +71,31 @@ impl ForgeLink {
     }
 }
 
+/// How a comment reached this server; the log line of the run it queues says which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Found by [`poll`].
+    Polled,
+    /// Delivered by the forge's webhook, in the HTTP request with this `X-Request-Id`.
+    Webhook { request_id: String },
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Polled => f.write_str("seen by polling"),
+            Self::Webhook { request_id } => write!(f, "webhook, request {request_id}"),
+        }
+    }
+}
+
 /// Where answers to one comment go: its pull request, addressed to its author.
 pub struct Thread<'a> {
     link: &'a ForgeLink,
     repo: &'a RepoName,
     pr: i64,
     user: &'a str,
+    delivery: &'a Delivery,
 }
 
 impl Thread<'_> {
@@ -95,7 +114,13 @@ impl Thread<'_> {
 
 /// One comment, from a poll or the webhook: the command it holds, then authorize, enqueue and
 /// report. A comment id fires at most once, ever; every refusal is answered on the PR.
-pub async fn on_comment(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &Comment) {
+pub async fn on_comment(
+    shared: &Shared,
+    link: &ForgeLink,
+    repo: &RepoName,
+    c: &Comment,
+    delivery: &Delivery,
+) {
     let prefix = &link.config.command;
     let Some(parsed) = seatrial_forge::parse_comment(&c.body, prefix) else {
         return;
@@ -119,6 +144,7 @@ pub async fn on_comment(shared: &Shared, link: &ForgeLink, repo: &RepoName, c: &
         repo,
         pr,
         user: &c.user,
+        delivery,
     };
     let (quick, asked) = match parsed {
         Err(e) => {

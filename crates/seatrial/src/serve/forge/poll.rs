@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use seatrial_forge::RepoName;
 
-use super::{ForgeLink, on_comment};
+use super::{Delivery, ForgeLink, on_comment};
 use crate::serve::state::Shared;
 
 /// Repositories polled at once.
@@ -72,7 +72,7 @@ pub async fn poll_repo(shared: &Shared, link: &ForgeLink, repo: &RepoName) -> Re
         tracing::info!(repo = %repo, old = comments.len(), "enrolled: existing comments marked as seen");
     } else {
         for c in &comments {
-            on_comment(shared, link, repo, c).await;
+            on_comment(shared, link, repo, c, &Delivery::Polled).await;
         }
     }
     if let Some(newest) = newest.filter(|n| cursor.as_ref().is_none_or(|c| n > c)) {

@@ -12,7 +12,7 @@ use seatrial_store::{Mode, NewRun, Run, RunId, RunState, StageRecord, Trigger};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, authorize};
+use super::{ApiError, authorize, request_id};
 use crate::serve::state::Shared;
 use crate::serve::view::{ListQuery, filter_of, ms_rfc3339};
 
@@ -166,6 +166,10 @@ pub(super) async fn create(
             recipe_path: settings.recipe_path,
             probe: Some(settings.probe.to_json()),
             promote: false,
+            note: Some(format!(
+                "queued by POST /api/runs (request {})",
+                request_id(&headers)
+            )),
         })
         .await?;
     tracing::info!(run = run.id.0, recipe = %run.recipe, "queued");
@@ -204,7 +208,14 @@ pub(super) async fn cancel(
     authorize(&shared, &headers)?;
     let run = shared
         .store
-        .request_cancel(id, None)
+        .request_cancel(
+            id,
+            None,
+            Some(&format!(
+                "cancel requested by POST /api/runs/{id}/cancel (request {})",
+                request_id(&headers)
+            )),
+        )
         .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no run {id}")))?;
     shared.cancel_local(id);

@@ -98,12 +98,7 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         _ => "other",
     }
     .to_owned();
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let id = request_id(request.headers()).to_owned();
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let took = started.elapsed();
@@ -113,6 +108,15 @@ async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next
         tracing::info!(status, took_ms = took.as_secs_f64() * 1000.0, "answered");
     });
     response
+}
+
+/// The request's id (the caller's `X-Request-Id`, or the one [`MakeId`] gave it), for the log
+/// lines of the runs a request queues or cancels: they name it as `request <id>`.
+pub(crate) fn request_id(headers: &HeaderMap) -> &str {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 /// An API error: a status and a message that says what to do.

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use seatrial_forge::webhook::EVENT_HEADERS;
 use seatrial_forge::{comment_event, verify_signature};
 
-use super::{ApiError, AppState};
-use crate::serve::forge::on_comment;
+use super::{ApiError, AppState, request_id};
+use crate::serve::forge::{Delivery, on_comment};
 
 /// `POST /hooks/gitea`: a signed webhook delivery (Gitea or Forgejo). A bad or missing
 /// signature is answered 401 before anything else is looked at; events other than
@@ -57,8 +57,12 @@ pub(super) async fn receive(
     if !link.enrolled(&repo) {
         return StatusCode::NO_CONTENT.into_response();
     }
-    tokio::spawn(async move {
-        on_comment(&shared, &link, &repo, &comment).await;
-    });
+    let delivery = Delivery::Webhook {
+        request_id: request_id(&headers).to_owned(),
+    };
+    // Answered now, handled after: in the request's span, so its log lines keep `request_id`.
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
+        on_comment(&shared, &link, &repo, &comment, &delivery).await;
+    }));
     StatusCode::ACCEPTED.into_response()
 }
