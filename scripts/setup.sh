@@ -20,6 +20,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 dpkg -s libfaketime >/dev/null 2>&1 || need_pkgs+=(faketime)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# groff: the test that `seatrial man` is a man page groff reads without warnings.
+command -v groff >/dev/null 2>&1 || need_pkgs+=(groff-base)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -35,6 +35,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             crate::serve::run(config).await
         }
         Command::Runs(command) => crate::runs::run(command).await,
+        Command::Completions(args) => crate::generate::completions(args.shell),
+        Command::Man => crate::generate::man(),
     }
 }
 

@@ -56,6 +56,17 @@ pub enum Command {
     /// List, show and cancel runs of a `seatrial serve` (through its API).
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Print a shell completion script on stdout (bash, zsh, fish, elvish or powershell).
+    Completions(CompletionsArgs),
+    /// Print seatrial's man page (roff) on stdout: `seatrial man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

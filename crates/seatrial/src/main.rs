@@ -3,6 +3,7 @@
 mod app;
 mod cli;
 mod exit;
+mod generate;
 mod infra;
 mod lint;
 mod progress;

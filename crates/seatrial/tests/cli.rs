@@ -203,3 +203,100 @@ fn unknown_stack_exits_2() {
     assert_eq!(code(&out), 2, "{}", text(&out).1);
     assert!(text(&out).1.contains("does not exist"));
 }
+
+#[test]
+fn bash_completion_knows_the_subcommands_and_bash_accepts_it() {
+    let out = seatrial(&["completions", "bash"]);
+    let (script, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    for word in [
+        "serve",
+        "reconcile",
+        "janitor",
+        "lint",
+        "runs",
+        "--data-dir",
+    ] {
+        assert!(script.contains(word), "completes {word}");
+    }
+    let path = std::env::temp_dir().join(format!("seatrial-{}.bash", std::process::id()));
+    std::fs::write(&path, &script).expect("write");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("bash -n");
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Sourced in a shell, it registers a completion for `seatrial`.
+    let sourced = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p seatrial", path.display()))
+        .output()
+        .expect("bash");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        String::from_utf8_lossy(&sourced.stdout).contains("seatrial"),
+        "{}",
+        String::from_utf8_lossy(&sourced.stderr)
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = seatrial(&["completions", shell]);
+        assert_eq!(code(&out), 0, "{shell}");
+        assert!(
+            text(&out).0.contains("reconcile"),
+            "{shell} completes reconcile"
+        );
+    }
+    let out = seatrial(&["completions", "tcsh"]);
+    assert_eq!(code(&out), 2, "an unknown shell is bad input");
+    assert!(text(&out).1.contains("bash"), "the error lists the shells");
+}
+
+#[test]
+fn man_page_is_roff_and_names_every_subcommand() {
+    let out = seatrial(&["man"]);
+    let (page, stderr) = text(&out);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(page.starts_with(".TH seatrial 1 "), "{page}");
+    assert!(
+        page.contains(".SH NAME") && page.contains(".SH SYNOPSIS"),
+        "{page}"
+    );
+    // groff reads it without a warning (-ww: all of them), as `man` would render it.
+    let mut groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("groff (Debian's groff-base; scripts/setup.sh installs it)");
+    std::io::Write::write_all(&mut groff.stdin.take().expect("stdin"), page.as_bytes())
+        .expect("write");
+    let checked = groff.wait_with_output().expect("groff");
+    let warnings = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        checked.status.success() && warnings.is_empty(),
+        "groff: {warnings}"
+    );
+    for sub in [
+        "app",
+        "lint",
+        "render",
+        "test",
+        "janitor",
+        "warm",
+        "reconcile",
+        "serve",
+        "runs",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            page.contains(&format!("seatrial\\-{sub}(1)")),
+            "the man page names `{sub}`"
+        );
+    }
+}
