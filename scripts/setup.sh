@@ -22,6 +22,8 @@ command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # groff: the test that `seatrial man` is a man page groff reads without warnings.
 command -v groff >/dev/null 2>&1 || need_pkgs+=(groff-base)
+# podman: the test that seatrial refuses a Podman engine (no Swarm) with exit 3.
+command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -25,6 +25,10 @@ pub enum EngineError {
         "the Docker engine at {host} is not a swarm manager (swarm state: {state})\n  run `docker swarm init --advertise-addr 127.0.0.1` on a single node, or point DOCKER_HOST at a manager"
     )]
     NotSwarmManager { host: String, state: String },
+    #[error(
+        "the engine at {host} is {engine}, which has no Docker Swarm: seatrial deploys apps as swarm stacks, so `seatrial app`, `test`, `warm`, `janitor`, `reconcile` and `serve` need a Docker Engine that is a swarm manager\n  install Docker Engine, run `docker swarm init --advertise-addr 127.0.0.1` and point DOCKER_HOST at it; with Podman alone, `seatrial lint` and `seatrial render` still check a recipe (they need no engine)"
+    )]
+    Podman { host: String, engine: String },
     #[error("stack `{stack}` cannot be deployed:\n{}", render(findings))]
     Invalid {
         stack: String,
@@ -116,6 +120,7 @@ impl EngineError {
             Self::Failed(_) => ErrorKind::AppFailed,
             Self::Unreachable { .. }
             | Self::NotSwarmManager { .. }
+            | Self::Podman { .. }
             | Self::Api { .. }
             | Self::Cancelled { .. }
             | Self::SnapshotInvalid { .. }

@@ -58,6 +58,29 @@ const SWARM_SERVICE_NAME: &str = "com.docker.swarm.service.name";
 /// How long connecting and negotiating the API version may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `Some("Podman <version>")` when the engine's `/version` answer is Podman's: a component named
+/// "Podman Engine", or a platform name with Podman in it.
+fn podman_engine(version: &bollard::models::SystemVersion) -> Option<String> {
+    let is_podman = |name: &str| name.to_ascii_lowercase().contains("podman");
+    let component = version
+        .components
+        .iter()
+        .flatten()
+        .find(|c| is_podman(&c.name));
+    let platform = version
+        .platform
+        .as_ref()
+        .is_some_and(|p| is_podman(&p.name));
+    match (component, platform) {
+        (Some(c), _) => Some(format!("Podman {}", c.version)),
+        (None, true) => Some(match &version.version {
+            Some(v) => format!("Podman {v}"),
+            None => "Podman".to_owned(),
+        }),
+        (None, false) => None,
+    }
+}
+
 impl SwarmEngine {
     /// Connects to the engine named by `DOCKER_HOST` (or the local socket), negotiates the API
     /// version, and checks that it is a swarm manager.
@@ -81,6 +104,16 @@ impl SwarmEngine {
             image_health: std::sync::Arc::default(),
             local_snapshots: true,
         };
+        // Podman answers the Docker API, and its `info` says "swarm inactive": name it before
+        // the swarm check would tell the user to `docker swarm init` (Podman has no swarm).
+        if let Ok(version) = engine.docker.version().await
+            && let Some(podman) = podman_engine(&version)
+        {
+            return Err(EngineError::Podman {
+                host: engine.host,
+                engine: podman,
+            });
+        }
         let info = engine
             .docker
             .info()
@@ -193,5 +226,42 @@ impl Engine for SwarmEngine {
 
     async fn service_labels(&self, service: &str) -> Result<HashMap<String, String>> {
         self.deployed_labels(service).await
+    }
+}
+
+#[cfg(test)]
+mod podman_tests {
+    use super::podman_engine;
+
+    fn version(json: &str) -> bollard::models::SystemVersion {
+        serde_json::from_str(json).expect("a /version answer")
+    }
+
+    #[test]
+    fn podmans_version_answer_is_recognised() {
+        // Recorded from `podman system service` (Debian 12, podman 4.3.1).
+        let recorded = include_str!("../../tests/fixtures/podman-4.3.1-version.json");
+        assert_eq!(
+            podman_engine(&version(recorded)).as_deref(),
+            Some("Podman 4.3.1")
+        );
+        assert_eq!(
+            podman_engine(&version(
+                r#"{"Platform":{"Name":"Podman Engine"},"Version":"5.2.0"}"#
+            ))
+            .as_deref(),
+            Some("Podman 5.2.0"),
+            "a platform name alone is enough"
+        );
+    }
+
+    #[test]
+    fn docker_engines_are_not_taken_for_podman() {
+        // Recorded from Debian 12's docker.io (the engine the tests run on).
+        let docker = include_str!("../../tests/fixtures/docker-20.10-version.json");
+        assert_eq!(podman_engine(&version(docker)), None);
+        let community = r#"{"Platform":{"Name":"Docker Engine - Community"},"Components":[{"Name":"Engine","Version":"26.1.5"}],"Version":"26.1.5"}"#;
+        assert_eq!(podman_engine(&version(community)), None);
+        assert_eq!(podman_engine(&version("{}")), None);
     }
 }
