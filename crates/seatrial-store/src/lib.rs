@@ -20,8 +20,8 @@ mod runs;
 
 pub use error::StoreError;
 pub use model::{
-    ForgeReport, LogChunk, Mode, NewRun, Reaped, Run, RunFilter, RunId, RunState, StageRecord,
-    StageResult, Stats, Trigger,
+    FAILING_STREAK_LIMIT, ForgeReport, LogChunk, Mode, NewRun, Reaped, Run, RunFilter, RunId,
+    RunState, StageRecord, StageResult, Stats, Trigger,
 };
 pub use pool::redact;
 

@@ -228,7 +228,16 @@ pub struct Stats {
     pub active_leases: i64,
     /// (state, mode, count)
     pub by_state_and_mode: Vec<(RunState, Mode, i64)>,
+    /// When the run waiting longest was queued (ms since the epoch); `None`: nothing waits.
+    pub oldest_queued_at_ms: Option<i64>,
+    /// The newest finished runs, of any recipe, that failed, errored or timed out, counted back
+    /// to the last one that passed (cancelled runs are passed over), at most
+    /// [`FAILING_STREAK_LIMIT`].
+    pub failing_in_a_row: i64,
 }
+
+/// How far back [`Stats::failing_in_a_row`] counts.
+pub const FAILING_STREAK_LIMIT: i64 = 100;
 
 /// What `reap_expired` did with a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::error::query_error;
+use crate::model::FAILING_STREAK_LIMIT;
 use crate::pool::{built, db_now_sql, now_ms, on_pool};
 use crate::{Mode, NewRun, Run, RunFilter, RunId, RunState, Stats, Store, StoreError};
 
@@ -265,6 +266,22 @@ impl Store {
         .fetch_one(p)
         .await)
         .map_err(query_error("counting leases"))?;
+        let oldest_queued_at_ms: Option<i64> = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT MIN(created_at_ms) FROM runs WHERE state = 'queued'",
+        )
+        .fetch_one(p)
+        .await)
+        .map_err(query_error("reading the queue's oldest run"))?;
+        // Newest verdicts first; the streak ends at the first pass.
+        let verdicts: Vec<String> = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT state FROM runs WHERE state IN ('passed', 'failed', 'errored', 'timed_out') \
+             ORDER BY finished_at_ms DESC, id DESC LIMIT $1",
+        )
+        .bind(FAILING_STREAK_LIMIT)
+        .fetch_all(p)
+        .await)
+        .map_err(query_error("reading the latest verdicts"))?;
+        let failing_in_a_row = verdicts.iter().take_while(|s| *s != "passed").count() as i64;
         let sum = |state: RunState| {
             groups
                 .iter()
@@ -277,6 +294,8 @@ impl Store {
             running: sum(RunState::Running),
             active_leases,
             by_state_and_mode: groups,
+            oldest_queued_at_ms,
+            failing_in_a_row,
         })
     }
 }

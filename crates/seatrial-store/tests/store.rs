@@ -649,3 +649,45 @@ async fn who_queued_and_who_cancelled_a_run_start_and_extend_its_log() {
         );
     }
 }
+
+#[tokio::test]
+async fn stats_tell_how_long_the_queue_waits_and_how_many_runs_failed_in_a_row() {
+    for (store, _) in fresh().await {
+        let b = store.backend();
+        let stats = store.stats().await.expect("stats");
+        assert_eq!(
+            (stats.oldest_queued_at_ms, stats.failing_in_a_row),
+            (None, 0),
+            "{b}"
+        );
+        let mut ids = Vec::new();
+        for recipe in ["a", "b", "c", "d", "e"] {
+            ids.push(store.enqueue(&new_run(recipe)).await.expect("enqueue"));
+        }
+        // Oldest first: passed, failed, cancelled (passed over), errored; "e" still waits.
+        for state in [
+            RunState::Passed,
+            RunState::Failed,
+            RunState::Cancelled,
+            RunState::Errored,
+        ] {
+            let run = store
+                .claim("one", LEASE)
+                .await
+                .expect("claim")
+                .expect("run");
+            assert!(
+                store
+                    .finish(run.id, "one", state, None)
+                    .await
+                    .expect("finish")
+            );
+        }
+        let stats = store.stats().await.expect("stats");
+        assert_eq!(
+            stats.failing_in_a_row, 2,
+            "{b}: errored and failed, back to the pass"
+        );
+        assert_eq!(stats.oldest_queued_at_ms, Some(ids[4].created_at_ms), "{b}");
+    }
+}

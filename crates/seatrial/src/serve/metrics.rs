@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use seatrial_store::{Mode, RunState};
+use seatrial_store::{Mode, Reaped, RunState};
 
 /// Bucket bounds in seconds.
 const HTTP_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -55,6 +55,50 @@ impl Histogram {
     }
 }
 
+/// What a failed call to the forge was doing: the `operation` label of
+/// `seatrial_forge_errors_total` (a fixed set, so the label cannot grow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ForgeOperation {
+    /// Reading a repository's new comments.
+    Poll,
+    /// Reading a pull request and its pushes before queueing.
+    ReadPull,
+    /// Setting a commit status.
+    Status,
+    /// Finding, posting or editing seatrial's comment on a pull request.
+    Comment,
+    /// Answering a comment (a refusal, usage).
+    Reply,
+}
+
+impl ForgeOperation {
+    const ALL: [Self; 5] = [
+        Self::Poll,
+        Self::ReadPull,
+        Self::Status,
+        Self::Comment,
+        Self::Reply,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::ReadPull => "read_pull",
+            Self::Status => "status",
+            Self::Comment => "comment",
+            Self::Reply => "reply",
+        }
+    }
+}
+
+fn reaped_word(r: Reaped) -> &'static str {
+    match r {
+        Reaped::Requeued => "requeued",
+        Reaped::Errored => "errored",
+        Reaped::Cancelled => "cancelled",
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// (method, route, status) → count
@@ -65,6 +109,10 @@ struct Inner {
     stages: BTreeMap<(String, String), Histogram>,
     /// (mode, state) → duration
     trials: BTreeMap<(String, String), Histogram>,
+    /// What the reaper did with runs whose lease expired → count
+    reaps: BTreeMap<&'static str, u64>,
+    /// Failed forge calls by operation
+    forge_errors: BTreeMap<ForgeOperation, u64>,
 }
 
 #[derive(Default)]
@@ -75,6 +123,10 @@ pub struct Metrics {
 /// What the store says at scrape time.
 pub struct StoreFigures {
     pub queued: i64,
+    /// How long the run waiting longest has waited (zero when none waits).
+    pub oldest_queued: Duration,
+    /// Finished runs that did not pass, newest first, back to the last pass.
+    pub failing_in_a_row: i64,
     pub running: i64,
     pub active_leases: i64,
     pub by_state_and_mode: Vec<(RunState, Mode, i64)>,
@@ -122,11 +174,33 @@ impl Metrics {
         });
     }
 
+    /// Counts a run the reaper took back from a server that stopped heartbeating.
+    pub fn reaped(&self, what: Reaped) {
+        self.with(|m| *m.reaps.entry(reaped_word(what)).or_default() += 1);
+    }
+
+    /// Counts a forge call that failed.
+    pub fn forge_error(&self, operation: ForgeOperation) {
+        self.with(|m| *m.forge_errors.entry(operation).or_default() += 1);
+    }
+
     pub fn render(&self, store: &StoreFigures) -> String {
         let mut out = String::new();
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str("# HELP seatrial_queue_depth Runs waiting to be claimed.\n# TYPE seatrial_queue_depth gauge\n");
         let _ = writeln!(out, "seatrial_queue_depth {}", store.queued);
+        out.push_str("# HELP seatrial_queue_oldest_seconds How long the run waiting longest has waited (0: none waits).\n# TYPE seatrial_queue_oldest_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "seatrial_queue_oldest_seconds {}",
+            store.oldest_queued.as_secs_f64()
+        );
+        out.push_str("# HELP seatrial_runs_failing_in_a_row Newest finished runs (any recipe) that failed, errored or timed out, back to the last pass; cancelled runs are passed over.\n# TYPE seatrial_runs_failing_in_a_row gauge\n");
+        let _ = writeln!(
+            out,
+            "seatrial_runs_failing_in_a_row {}",
+            store.failing_in_a_row
+        );
         out.push_str("# HELP seatrial_runs_running Runs being tried now (all servers).\n# TYPE seatrial_runs_running gauge\n");
         let _ = writeln!(out, "seatrial_runs_running {}", store.running);
         out.push_str("# HELP seatrial_active_leases Unexpired leases held by servers.\n# TYPE seatrial_active_leases gauge\n");
@@ -160,6 +234,21 @@ impl Metrics {
                 &STAGE_BUCKETS,
             );
         }
+        out.push_str("# HELP seatrial_lease_reaps_total Runs this process reaped because their server stopped heartbeating, by what became of them.\n# TYPE seatrial_lease_reaps_total counter\n");
+        for what in [Reaped::Requeued, Reaped::Errored, Reaped::Cancelled] {
+            let word = reaped_word(what);
+            let n = m.reaps.get(word).copied().unwrap_or(0);
+            let _ = writeln!(out, "seatrial_lease_reaps_total{{action=\"{word}\"}} {n}");
+        }
+        out.push_str("# HELP seatrial_forge_errors_total Forge calls of this process that failed, by operation.\n# TYPE seatrial_forge_errors_total counter\n");
+        for op in ForgeOperation::ALL {
+            let n = m.forge_errors.get(&op).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "seatrial_forge_errors_total{{operation=\"{}\"}} {n}",
+                op.as_str()
+            );
+        }
         out.push_str("# HELP seatrial_http_requests_total HTTP requests by method, route and status.\n# TYPE seatrial_http_requests_total counter\n");
         for ((method, route, status), n) in &m.requests {
             let _ = writeln!(
@@ -183,8 +272,13 @@ impl Metrics {
     }
 }
 
-/// The disk budget of warm canonicals: how many, and each one's known-good snapshot size.
-pub fn render_warm(out: &mut String, canonicals: &[seatrial_trial::warm::Summary]) {
+/// The disk budget of warm canonicals: how many, each one's known-good snapshot size, their
+/// total, and the budget when one is configured.
+pub fn render_warm(
+    out: &mut String,
+    canonicals: &[seatrial_trial::warm::Summary],
+    budget: Option<u64>,
+) {
     out.push_str("# HELP seatrial_warm_canonicals Warm canonicals recorded in the data directory.\n# TYPE seatrial_warm_canonicals gauge\n");
     let _ = writeln!(out, "seatrial_warm_canonicals {}", canonicals.len());
     out.push_str("# HELP seatrial_warm_snapshot_bytes Size of a canonical's known-good snapshot on disk.\n# TYPE seatrial_warm_snapshot_bytes gauge\n");
@@ -196,6 +290,13 @@ pub fn render_warm(out: &mut String, canonicals: &[seatrial_trial::warm::Summary
             escape(&c.version),
             c.snapshot.bytes
         );
+    }
+    out.push_str("# HELP seatrial_warm_bytes Size of all known-good snapshots of warm canonicals.\n# TYPE seatrial_warm_bytes gauge\n");
+    let total: u64 = canonicals.iter().map(|c| c.snapshot.bytes).sum();
+    let _ = writeln!(out, "seatrial_warm_bytes {total}");
+    if let Some(budget) = budget {
+        out.push_str("# HELP seatrial_warm_budget_bytes The disk space warm snapshots may use (warm_budget).\n# TYPE seatrial_warm_budget_bytes gauge\n");
+        let _ = writeln!(out, "seatrial_warm_budget_bytes {budget}");
     }
 }
 
@@ -244,8 +345,13 @@ mod tests {
         m.http("GET", "/api/runs/{id}", 200, Duration::from_millis(3));
         m.http("GET", "/api/runs/{id}", 200, Duration::from_millis(30));
         m.stage("install", "pass", Duration::from_secs(2));
+        m.reaped(Reaped::Errored);
+        m.forge_error(ForgeOperation::Status);
+        m.forge_error(ForgeOperation::Status);
         let text = m.render(&StoreFigures {
             queued: 4,
+            oldest_queued: Duration::from_secs(90),
+            failing_in_a_row: 3,
             running: 1,
             active_leases: 1,
             by_state_and_mode: vec![(RunState::Passed, Mode::Cold, 7)],
@@ -264,5 +370,30 @@ mod tests {
         assert!(text.contains(
             "seatrial_stage_duration_seconds_count{stage=\"install\",result=\"pass\"} 1\n"
         ));
+        assert!(
+            text.contains("seatrial_queue_oldest_seconds 90\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("seatrial_runs_failing_in_a_row 3\n"),
+            "{text}"
+        );
+        // Every label value of a counter is there from the start, so rate() sees the first one.
+        assert!(text.contains("seatrial_lease_reaps_total{action=\"requeued\"} 0\n"));
+        assert!(text.contains("seatrial_lease_reaps_total{action=\"errored\"} 1\n"));
+        assert!(text.contains("seatrial_forge_errors_total{operation=\"poll\"} 0\n"));
+        assert!(text.contains("seatrial_forge_errors_total{operation=\"status\"} 2\n"));
+        let mut warm = String::new();
+        render_warm(&mut warm, &[], None);
+        assert!(warm.contains("seatrial_warm_bytes 0\n"), "{warm}");
+        assert!(
+            !warm.contains("seatrial_warm_budget_bytes"),
+            "no budget, no budget metric"
+        );
+        render_warm(&mut warm, &[], Some(1 << 30));
+        assert!(
+            warm.contains("seatrial_warm_budget_bytes 1073741824\n"),
+            "{warm}"
+        );
     }
 }

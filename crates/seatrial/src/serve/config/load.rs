@@ -103,6 +103,7 @@ struct File {
     /// `[[alerts]]` entries, checked by `crate::infra` (with `seatrial_alerts`).
     #[serde(default)]
     alerts: Vec<toml::Value>,
+    warm_budget: Option<String>,
 }
 
 /// Parses `permit` entries, naming the key they come from in errors.
@@ -314,6 +315,17 @@ pub fn load_with(
         apps: seatrial_trial::infra::config::parse_entries(file.infra)?,
         alerts: crate::infra::parse_alerts(file.alerts)?,
         data_dir: Some(data_dir.clone()),
+    let warm_budget = match pick("SEATRIAL_WARM_BUDGET", file.warm_budget, "warm_budget") {
+        None => None,
+        Some((v, from)) => Some(
+            seatrial_recipe::parse_bytes(&v)
+                .ok()
+                .and_then(|b| u64::try_from(b).ok())
+                .filter(|b| *b > 0)
+                .ok_or_else(|| {
+                    format!("{from} = {v:?}: give the disk space warm canonicals may use, e.g. \"50g\" or \"500m\"")
+                })?,
+        ),
     };
     let mut probe = file.probe;
     if let Some(u) = env("SEATRIAL_PROBE_URL") {
@@ -367,5 +379,6 @@ pub fn load_with(
         api_permit: permits("api_permit", &file.api_permit)?,
         schedule,
         infra,
+        warm_budget,
     })
 }

@@ -96,6 +96,9 @@ pub struct ServeConfig {
     /// `[[infra]]` and `[[alerts]]`: the infra apps the nightly job keeps current, and where
     /// reconcile tells operators what needs them (`data_dir` is the server's).
     pub infra: crate::infra::InfraConfig,
+    /// The disk space warm canonicals' snapshots may use, in bytes: exported on `/metrics`
+    /// (`seatrial_warm_budget_bytes`) for an alert; seatrial itself deletes nothing over it.
+    pub warm_budget: Option<u64>,
 }
 
 impl ServeConfig {

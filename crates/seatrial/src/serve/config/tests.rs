@@ -320,3 +320,17 @@ fn the_infra_example_is_a_serve_config_too() {
     assert_eq!(c.infra.alerts.len(), 2);
     assert!(c.schedule.is_some());
 }
+
+#[test]
+fn warm_budget_is_read_in_binary_units_and_a_bad_one_says_how_to_write_it() {
+    let env = |k: &str| (k == "SEATRIAL_WARM_BUDGET").then(|| "1.5g".to_owned());
+    let c = load_with(None, &env).expect("loads");
+    assert_eq!(c.warm_budget, Some(3 << 29));
+    assert_eq!(load_with(None, &no_env).expect("loads").warm_budget, None);
+    let env = |k: &str| (k == "SEATRIAL_WARM_BUDGET").then(|| "lots".to_owned());
+    let err = load_with(None, &env).expect_err("not a size");
+    assert!(
+        err.contains("SEATRIAL_WARM_BUDGET = \"lots\"") && err.contains("\"50g\""),
+        "{err}"
+    );
+}

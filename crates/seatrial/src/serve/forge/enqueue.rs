@@ -6,6 +6,7 @@ use seatrial_forge::approval::{Approval, approved_commit};
 use seatrial_store::{Mode, NewRun, Run, Trigger};
 
 use super::Thread;
+use crate::serve::metrics::ForgeOperation;
 use crate::serve::state::Shared;
 
 /// Queues the run a comment made at `approved_at` asks for (`asked`: the commit it names;
@@ -19,6 +20,7 @@ pub async fn enqueue(
     quick: bool,
 ) -> Option<Run> {
     let Thread {
+        shared: _,
         link,
         repo,
         pr,
@@ -40,6 +42,7 @@ pub async fn enqueue(
     let (pull, pushes) = match looked_up.await {
         Ok(p) => p,
         Err(e) => {
+            shared.metrics.forge_error(ForgeOperation::ReadPull);
             tracing::warn!(error = %e, "cannot read the pull request");
             thread
                 .tell(&format!(

@@ -23,6 +23,7 @@ use seatrial_forge::command::{Command, usage};
 use seatrial_forge::{Comment, Forge, Gitea, RepoName};
 
 use super::config::ForgeConfig;
+use super::metrics::ForgeOperation;
 use super::state::Shared;
 
 pub use poll::poll_loop;
@@ -91,6 +92,7 @@ impl std::fmt::Display for Delivery {
 
 /// Where answers to one comment go: its pull request, addressed to its author.
 pub struct Thread<'a> {
+    shared: &'a Shared,
     link: &'a ForgeLink,
     repo: &'a RepoName,
     pr: i64,
@@ -102,6 +104,7 @@ impl Thread<'_> {
     /// Posts `body` on the pull request; a failure is logged (the comment was already seen).
     async fn say(&self, body: String) {
         if let Err(e) = self.link.client.comment(self.repo, self.pr, &body).await {
+            self.shared.metrics.forge_error(ForgeOperation::Reply);
             tracing::warn!(repo = %self.repo, pr = self.pr, error = %e, "cannot reply on the pull request");
         }
     }
@@ -140,6 +143,7 @@ pub async fn on_comment(
         return;
     };
     let thread = Thread {
+        shared,
         link,
         repo,
         pr,

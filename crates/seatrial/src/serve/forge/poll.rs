@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use seatrial_forge::RepoName;
 
 use super::{Delivery, ForgeLink, on_comment};
+use crate::serve::metrics::ForgeOperation;
 use crate::serve::state::Shared;
 
 /// Repositories polled at once.
@@ -57,7 +58,10 @@ pub async fn poll_repo(shared: &Shared, link: &ForgeLink, repo: &RepoName) -> Re
         .client
         .comments_since(repo, cursor.as_deref())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            shared.metrics.forge_error(ForgeOperation::Poll);
+            e.to_string()
+        })?;
     let newest = comments
         .iter()
         .map(|c| c.updated_at.clone())

@@ -9,6 +9,7 @@ use seatrial_forge::{RepoName, StatusState};
 use seatrial_store::{ForgeReport, Mode, Run, RunState};
 
 use super::ForgeLink;
+use crate::serve::metrics::ForgeOperation;
 use crate::serve::state::Shared;
 
 /// Keeps each PR's status and comment in step with its run.
@@ -162,6 +163,7 @@ async fn report_run(shared: &Shared, link: &ForgeLink, report: ForgeReport) {
         )
         .await
     {
+        shared.metrics.forge_error(ForgeOperation::Status);
         tracing::warn!(run = run.id.0, error = %e, "cannot set the commit status; will retry");
         return;
     }
@@ -173,6 +175,7 @@ async fn report_run(shared: &Shared, link: &ForgeLink, report: ForgeReport) {
         None => match find_posted(link, &repo, pr, &url).await {
             Ok(found) => found,
             Err(e) => {
+                shared.metrics.forge_error(ForgeOperation::Comment);
                 tracing::warn!(run = run.id.0, error = %e, "cannot look for the run's comment; will retry");
                 return;
             }
@@ -194,7 +197,8 @@ async fn report_run(shared: &Shared, link: &ForgeLink, report: ForgeReport) {
                 .await;
         }
         Err(e) => {
-            tracing::warn!(run = run.id.0, error = %e, "cannot update the PR comment; will retry")
+            shared.metrics.forge_error(ForgeOperation::Comment);
+            tracing::warn!(run = run.id.0, error = %e, "cannot update the PR comment; will retry");
         }
     }
 }

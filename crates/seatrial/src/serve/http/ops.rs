@@ -52,8 +52,17 @@ pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Response, ApiError> {
     let stats = shared.stats().await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let oldest_queued = stats
+        .oldest_queued_at_ms
+        .and_then(|at| u64::try_from(now_ms.saturating_sub(at)).ok())
+        .map_or(Duration::ZERO, Duration::from_millis);
     let mut text = shared.metrics.render(&StoreFigures {
         queued: stats.queued,
+        oldest_queued,
+        failing_in_a_row: stats.failing_in_a_row,
         running: stats.running,
         active_leases: stats.active_leases,
         by_state_and_mode: stats.by_state_and_mode,
@@ -62,6 +71,11 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Respons
     if shared.config.schedule.is_some() {
         crate::serve::metrics::render_nightly(&mut text, &shared.nightly_now());
     }
+    crate::serve::metrics::render_warm(
+        &mut text,
+        &super::warm_summaries(&shared.config.data_dir),
+        shared.config.warm_budget,
+    );
     Ok((
         [(
             header::CONTENT_TYPE,

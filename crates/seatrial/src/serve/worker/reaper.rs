@@ -37,6 +37,7 @@ pub async fn reap_once(shared: &Shared) {
             Reaped::Cancelled => "cancelled",
         };
         tracing::warn!(run = run.id.0, stack = ?run.stack, action, reason = ?run.reason, "reaped a run whose server stopped heartbeating");
+        shared.metrics.reaped(what);
         let _ = shared
             .store
             .append_log(
