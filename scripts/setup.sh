@@ -31,6 +31,15 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   as_root apt-get install -y -qq "${need_pkgs[@]}" >/dev/null || die "apt-get install ${need_pkgs[*]} failed"
 fi
 
+# promtool, for the test of deploy/prometheus/seatrial.rules.yml: Debian ships it in
+# `prometheus` (without its recommends: the tool, not a running Prometheus and its exporters).
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing prometheus (for promtool)"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq || die "apt-get update failed; is a Debian mirror reachable?"
+  as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null || die "apt-get install prometheus failed"
+fi
+
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
 if ! engine_answers; then

@@ -337,6 +337,8 @@ pub fn render_nightly(out: &mut String, status: &crate::serve::state::NightlySta
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -394,6 +396,161 @@ mod tests {
         assert!(
             warm.contains("seatrial_warm_budget_bytes 1073741824\n"),
             "{warm}"
+        );
+    }
+
+    /// Every metric family `/metrics` exports, as Prometheus sees the names: the `# TYPE`
+    /// lines (a histogram as its `_bucket`, `_sum` and `_count` series) and every sample line.
+    fn exported_names() -> BTreeSet<String> {
+        let m = Metrics::default();
+        m.http("POST", "/api/runs", 201, Duration::from_millis(4));
+        m.stage("install", "pass", Duration::from_secs(3));
+        m.trial("cold", "passed", Duration::from_secs(60));
+        m.reaped(Reaped::Requeued);
+        m.forge_error(ForgeOperation::Poll);
+        let mut text = m.render(&StoreFigures {
+            queued: 1,
+            oldest_queued: Duration::from_secs(5),
+            failing_in_a_row: 0,
+            running: 1,
+            active_leases: 1,
+            by_state_and_mode: vec![(RunState::Passed, Mode::Cold, 1)],
+        });
+        render_warm(&mut text, &[], Some(1 << 30));
+        let mut names = BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE <name> <type>");
+                if kind == "histogram" {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                } else {
+                    names.insert(name.to_owned());
+                }
+            } else if !line.starts_with('#') {
+                let end = line.find(['{', ' ']).unwrap_or(line.len());
+                names.insert(line[..end].to_owned());
+            }
+        }
+        names
+    }
+
+    /// The metric names a PromQL expression reads: identifiers that are not functions
+    /// (followed by `(`), aggregations, keywords, label names (inside `{}`, `by (…)`, `on (…)` …),
+    /// durations (`[…]`), numbers or strings.
+    fn metric_names(expr: &str) -> BTreeSet<String> {
+        // Aggregations too: `sum by (x) (…)` puts its grouping before the parenthesis.
+        const KEYWORDS: &str = "and or unless bool offset inf nan sum min max avg group stddev \
+                                stdvar count count_values bottomk topk quantile";
+        // Followed by a parenthesised list of label names.
+        const LABEL_LISTS: &str = "by without on ignoring group_left group_right";
+        let is_in = |list: &str, word: &str| list.split_whitespace().any(|w| w == word);
+        let chars: Vec<char> = expr.chars().collect();
+        let mut names = BTreeSet::new();
+        let mut i = 0;
+        let skip_to = |from: usize, close: char| {
+            chars[from..]
+                .iter()
+                .position(|c| *c == close)
+                .map_or(chars.len(), |p| from + p + 1)
+        };
+        while i < chars.len() {
+            let c = chars[i];
+            if c == '{' || c == '[' {
+                i = skip_to(i + 1, if c == '{' { '}' } else { ']' });
+            } else if c == '"' || c == '\'' {
+                i = skip_to(i + 1, c);
+            } else if c.is_ascii_digit() || c == '.' {
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                    i += 1;
+                }
+            } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let next = chars[i..].iter().find(|c| !c.is_whitespace());
+                let lower = word.to_ascii_lowercase();
+                if is_in(LABEL_LISTS, &lower) && next == Some(&'(') {
+                    let open = i + chars[i..].iter().position(|c| *c == '(').unwrap_or(0);
+                    i = skip_to(open + 1, ')');
+                } else if next != Some(&'(') && !is_in(KEYWORDS, &lower) {
+                    names.insert(word);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn promql_metric_names_are_told_from_functions_labels_and_keywords() {
+        assert_eq!(
+            metric_names(
+                "sum by (operation) (increase(x_total{operation=\"poll\"}[10m])) >= 3 and on() max(y) > 0.9 * z_bytes offset 5m"
+            ),
+            ["x_total", "y", "z_bytes"].map(String::from).into()
+        );
+    }
+
+    #[derive(serde::Deserialize)]
+    struct RulesFile {
+        groups: Vec<RuleGroup>,
+    }
+    #[derive(serde::Deserialize)]
+    struct RuleGroup {
+        rules: Vec<Rule>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Rule {
+        alert: Option<String>,
+        record: Option<String>,
+        expr: String,
+    }
+
+    #[test]
+    fn every_metric_the_alerting_rules_read_is_one_metrics_exports() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let path = root.join("deploy/prometheus/seatrial.rules.yml");
+        let text = std::fs::read_to_string(&path).expect("deploy/prometheus/seatrial.rules.yml");
+        let rules: RulesFile = serde_saphyr::from_str(&text).expect("the rules file is YAML");
+        let exported = exported_names();
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let operations = readme
+            .split_once("\n## Operations\n")
+            .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+            .expect("README.md has an Operations section");
+        let mut alerts = 0;
+        for rule in rules.groups.iter().flat_map(|g| &g.rules) {
+            let name = rule
+                .alert
+                .as_deref()
+                .or(rule.record.as_deref())
+                .unwrap_or("?");
+            let used = metric_names(&rule.expr);
+            assert!(!used.is_empty(), "{name}: reads no metric: {}", rule.expr);
+            for metric in &used {
+                assert!(
+                    exported.contains(metric),
+                    "{name} reads {metric}, which /metrics does not export (it exports {exported:?})"
+                );
+            }
+            if let Some(alert) = &rule.alert {
+                alerts += 1;
+                assert!(
+                    operations.contains(&format!("`{alert}`")),
+                    "README's Operations section does not describe {alert}"
+                );
+            }
+        }
+        assert!(
+            alerts >= 5,
+            "queue, failures, reaps, forge, warm data: {alerts} alerts"
         );
     }
 }
