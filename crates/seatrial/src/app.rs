@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Runs(command) => crate::runs::run(command).await,
         Command::Completions(args) => crate::generate::completions(args.shell),
         Command::Man => crate::generate::man(),
+        Command::Probe(args) => crate::probe::run(&args).await,
     }
 }
 

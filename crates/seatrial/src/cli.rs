@@ -60,6 +60,10 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print seatrial's man page (roff) on stdout: `seatrial man | man -l -`.
     Man,
+    /// Ask a URL once and exit 0 when it answers the expected status (1 otherwise): a health
+    /// check for images without curl, like seatrial's own (`seatrial probe
+    /// http://127.0.0.1:8086/healthz`).
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +71,18 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to ask (GET; redirects are not followed).
+    pub url: String,
+    /// The status that counts as healthy.
+    #[arg(long, default_value_t = 200, value_name = "CODE")]
+    pub status: u16,
+    /// Give up after this long (e.g. "5s").
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod exit;
 mod generate;
 mod infra;
 mod lint;
+mod probe;
 mod progress;
 mod render;
 mod runs;

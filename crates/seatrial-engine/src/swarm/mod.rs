@@ -81,6 +81,30 @@ fn podman_engine(version: &bollard::models::SystemVersion) -> Option<String> {
     }
 }
 
+/// Why connecting failed, with the causes bollard's message leaves out ("client error
+/// (Connect)" alone says nothing), and what to do when the socket refused this user.
+fn why(e: &BollardError) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    let mut denied = false;
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        denied |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+        source = s.source();
+    }
+    if denied {
+        message.push_str(
+            " (this user may not use the engine's socket: run as a member of its group — in a container, `--group-add $(stat -c %g /var/run/docker.sock)`)",
+        );
+    }
+    message
+}
+
 impl SwarmEngine {
     /// Connects to the engine named by `DOCKER_HOST` (or the local socket), negotiates the API
     /// version, and checks that it is a swarm manager.
@@ -93,11 +117,11 @@ impl SwarmEngine {
             host: host.clone(),
             message,
         };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(why(&e)))?;
         let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(why(&e)))?;
         let engine = Self {
             docker,
             host: host.clone(),
@@ -118,7 +142,7 @@ impl SwarmEngine {
             .docker
             .info()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(why(&e)))?;
         let swarm = info.swarm.unwrap_or_default();
         let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
         if !active || swarm.control_available != Some(true) {

@@ -120,10 +120,48 @@ pub fn load(path: Option<&Path>) -> Result<ServeConfig, String> {
     load_with(path, &env)
 }
 
+/// The variables that carry secrets, each of which may instead name a file holding its value
+/// (`SEATRIAL_API_TOKEN_FILE=/run/secrets/api_token`): Docker and systemd credentials.
+const SECRET_VARS: [&str; 4] = [
+    "SEATRIAL_API_TOKEN",
+    "SEATRIAL_WEBHOOK_SECRET",
+    "SEATRIAL_FORGE_TOKEN",
+    "SEATRIAL_DATABASE_URL",
+];
+
+/// The secret variables given as `<VAR>_FILE`, read (one trailing newline dropped).
+fn secret_files(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<std::collections::HashMap<&'static str, String>, String> {
+    let mut values = std::collections::HashMap::new();
+    for var in SECRET_VARS {
+        let Some(file) = env(&format!("{var}_FILE")) else {
+            continue;
+        };
+        if env(var).is_some() {
+            return Err(format!(
+                "both {var} and {var}_FILE are set: set one of them"
+            ));
+        }
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            format!("{var}_FILE = {file:?}: cannot read it ({e}); give the path of a file that holds the value")
+        })?;
+        let value = text.strip_suffix('\n').unwrap_or(&text);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        if value.is_empty() {
+            return Err(format!("{var}_FILE = {file:?}: the file is empty"));
+        }
+        values.insert(var, value.to_owned());
+    }
+    Ok(values)
+}
+
 pub fn load_with(
     path: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ServeConfig, String> {
+    let from_files = secret_files(env)?;
+    let env = |k: &str| from_files.get(k).cloned().or_else(|| env(k));
     let file: File = match path {
         None => File::default(),
         Some(p) => {

@@ -334,3 +334,47 @@ fn warm_budget_is_read_in_binary_units_and_a_bad_one_says_how_to_write_it() {
         "{err}"
     );
 }
+
+#[test]
+fn secrets_can_come_from_files_as_docker_and_systemd_mount_them() {
+    let dir = std::env::temp_dir().join(format!("seatrial-serve-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token = dir.join("api_token");
+    std::fs::write(&token, "s3cret-token\n").expect("write");
+    let db = dir.join("db");
+    std::fs::write(&db, "postgres://app:pw@db/seatrial").expect("write");
+    let token_path = token.display().to_string();
+    let db_path = db.display().to_string();
+    let env = |k: &str| match k {
+        "SEATRIAL_API_TOKEN_FILE" => Some(token_path.clone()),
+        "SEATRIAL_DATABASE_URL_FILE" => Some(db_path.clone()),
+        _ => None,
+    };
+    let c = load_with(None, &env).expect("loads");
+    assert_eq!(
+        c.api_tokens
+            .iter()
+            .map(|t| t.0.as_str())
+            .collect::<Vec<_>>(),
+        ["s3cret-token"],
+        "the file's value without its newline"
+    );
+    assert_eq!(c.database_url, "postgres://app:pw@db/seatrial");
+
+    let missing = dir.join("nope").display().to_string();
+    let env = |k: &str| (k == "SEATRIAL_WEBHOOK_SECRET_FILE").then(|| missing.clone());
+    let err = load_with(None, &env).expect_err("an unreadable file is an error");
+    assert!(
+        err.contains("SEATRIAL_WEBHOOK_SECRET_FILE") && err.contains("nope"),
+        "{err}"
+    );
+
+    let env = |k: &str| match k {
+        "SEATRIAL_API_TOKEN_FILE" => Some(token_path.clone()),
+        "SEATRIAL_API_TOKEN" => Some("other".to_owned()),
+        _ => None,
+    };
+    let err = load_with(None, &env).expect_err("both set is ambiguous");
+    assert!(err.contains("set one of them"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
