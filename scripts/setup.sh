@@ -24,6 +24,15 @@ command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 command -v groff >/dev/null 2>&1 || need_pkgs+=(groff-base)
 # podman: the test that seatrial refuses a Podman engine (no Swarm) with exit 3.
 command -v podman >/dev/null 2>&1 || need_pkgs+=(podman)
+# seatrial's own image (scripts/build-image.sh): a static musl build (musl-gcc compiles ring's and
+# SQLite's C), git, docker and curl with their libraries copied in,
+# objcopy (binutils) to split the debug info off.
+command -v musl-gcc >/dev/null 2>&1 || need_pkgs+=(musl-tools)
+command -v git >/dev/null 2>&1 || need_pkgs+=(git)
+command -v objcopy >/dev/null 2>&1 || need_pkgs+=(binutils)
+dpkg -s ca-certificates >/dev/null 2>&1 || need_pkgs+=(ca-certificates)
+# The systemd unit's test checks it with systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

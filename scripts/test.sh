@@ -12,5 +12,9 @@ echo "test: cargo fmt --check" >&2
 cargo fmt --all --check
 echo "test: cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# seatrial's own image: its test (crates/seatrial/tests/image.rs) and the trial of the seatrial
+# recipe (deploy/seatrial) run this image.
+echo "test: scripts/build-image.sh" >&2
+scripts/build-image.sh
 echo "test: cargo test" >&2
 cargo test --workspace --locked
