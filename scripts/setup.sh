@@ -98,6 +98,12 @@ su postgres -c "psql -qAtc \"SELECT 1 FROM pg_roles WHERE rolname = 'seatrial'\"
   || die "cannot create the PostgreSQL role seatrial"
 su postgres -c "psql -qAtc \"SELECT 1 FROM pg_database WHERE datname = 'seatrial_test'\"" | grep -q 1 \
   || su postgres -c "createdb -O seatrial seatrial_test" || die "cannot create the database seatrial_test"
+# The gate's migration tests create roles and scratch databases and load production-like schema
+# snapshots (tables owned by other roles), which needs a superuser of its own: `seatrial_admin`
+# (URL: postgres://seatrial_admin:seatrial_admin@127.0.0.1:5432/postgres; local test cluster only).
+su postgres -c "psql -qAtc \"SELECT 1 FROM pg_roles WHERE rolname = 'seatrial_admin'\"" | grep -q 1 \
+  || su postgres -c "psql -qc \"CREATE ROLE seatrial_admin LOGIN SUPERUSER PASSWORD 'seatrial_admin'\"" >/dev/null \
+  || die "cannot create the PostgreSQL role seatrial_admin"
 
 # The dashboard's browser test drives Debian's headless Chromium through chromedriver.
 if ! command -v chromedriver >/dev/null 2>&1 || ! [ -x /usr/bin/chromium ]; then

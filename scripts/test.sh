@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh
 # The PostgreSQL that setup.sh started; the store and server tests fail (never skip) without it.
 export SEATRIAL_TEST_POSTGRES_URL=${SEATRIAL_TEST_POSTGRES_URL:-postgres://seatrial:seatrial@127.0.0.1:5432/seatrial_test}
+# A superuser of that server for the gate's migration tests (roles, scratch databases).
+export SEATRIAL_TEST_POSTGRES_ADMIN_URL=${SEATRIAL_TEST_POSTGRES_ADMIN_URL:-postgres://seatrial_admin:seatrial_admin@127.0.0.1:5432/postgres}
 echo "test: cargo fmt --check" >&2
 cargo fmt --all --check
 echo "test: cargo clippy" >&2
