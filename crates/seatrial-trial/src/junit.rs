@@ -1,7 +1,7 @@
 //! The trial report as JUnit XML, so other CIs (GitLab, Jenkins, Woodpecker, ...) display it:
 //! one test suite per trial, one test case per stage, and one per recipe test.
 
-use crate::{StageResult, TrialReport};
+use crate::{StageReport, StageResult, TrialReport};
 
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -26,10 +26,33 @@ fn secs(ms: u64) -> String {
 
 /// Renders the report.
 pub fn render(report: &TrialReport) -> String {
+    render_suite(
+        &Suite {
+            name: &format!("seatrial {} ({} trial)", report.recipe, report.mode),
+            class: &format!("seatrial.{}", report.stack),
+            started_at: &report.started_at,
+            duration_ms: report.duration_ms,
+        },
+        &report.stages,
+    )
+}
+
+/// What names and times one suite of stages (a trial, a gate run).
+pub struct Suite<'a> {
+    /// The suite's name, e.g. `seatrial coop-hello (cold trial)`.
+    pub name: &'a str,
+    /// The class name of its stages' test cases; their own tests get `<class>.tests`.
+    pub class: &'a str,
+    pub started_at: &'a str,
+    pub duration_ms: u64,
+}
+
+/// Renders one suite: a test case per stage, and one per test a stage ran.
+pub fn render_suite(suite: &Suite<'_>, stages: &[StageReport]) -> String {
     let mut cases = String::new();
     let (mut failures, mut errors, mut skipped, mut count) = (0, 0, 0, 0);
-    let class = format!("seatrial.{}", esc(&report.stack));
-    for stage in &report.stages {
+    let class = esc(suite.class);
+    for stage in stages {
         count += 1;
         cases.push_str(&format!(
             "    <testcase classname=\"{class}\" name=\"{}\" time=\"{}\">\n",
@@ -89,11 +112,10 @@ pub fn render(report: &TrialReport) -> String {
         }
     }
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"seatrial\" tests=\"{count}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{}\">\n  <testsuite name=\"seatrial {} ({} trial)\" tests=\"{count}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{}\" timestamp=\"{}\">\n{cases}  </testsuite>\n</testsuites>\n",
-        secs(report.duration_ms),
-        esc(&report.recipe),
-        report.mode,
-        secs(report.duration_ms),
-        esc(&report.started_at)
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"seatrial\" tests=\"{count}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{}\">\n  <testsuite name=\"{}\" tests=\"{count}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{}\" timestamp=\"{}\">\n{cases}  </testsuite>\n</testsuites>\n",
+        secs(suite.duration_ms),
+        esc(suite.name),
+        secs(suite.duration_ms),
+        esc(suite.started_at)
     )
 }

@@ -210,10 +210,21 @@ pub async fn run(
         }
     };
     let env = environment(|k| std::env::var(k).ok(), env, &home.0);
-    let spawned = Command::new(&path)
+    let mut command = Command::new(&path);
+    command
         .current_dir(&recipe_dir)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    run_captured(name, command, timeout).await
+}
+
+/// Runs a prepared command (its program, arguments, directory and environment set) to
+/// completion or `timeout`, in its own process group, with its output capped as it is read.
+/// Whatever ends it — exit, timeout, or the caller dropping this future (a cancelled run) —
+/// nothing it started outlives it, and what it printed until then is kept.
+pub async fn run_captured(name: &str, mut command: Command, timeout: Duration) -> TestResult {
+    let started = Instant::now();
+    let spawned = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -223,10 +234,17 @@ pub async fn run(
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => return cannot_run(e.to_string()),
+        Err(e) => {
+            return TestResult {
+                name: name.to_owned(),
+                passed: false,
+                outcome: format!("cannot run: {e}"),
+                duration_ms: started.elapsed().as_millis() as u64,
+                stdout: String::new(),
+                stderr: String::new(),
+            };
+        }
     };
-    // However the test ends — exit, timeout, or the trial cancelled under it — nothing it
-    // started outlives it.
     let _group = child.id().map(GroupKill);
     let out = std::sync::Mutex::new(Capped::default());
     let err = std::sync::Mutex::new(Capped::default());
@@ -257,7 +275,6 @@ pub async fn run(
             )
         }
     };
-    // What it printed is kept, also when it was killed.
     let stdout = out.lock().unwrap_or_else(|e| e.into_inner()).render();
     let stderr = err.lock().unwrap_or_else(|e| e.into_inner()).render();
     TestResult {
