@@ -38,6 +38,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Completions(args) => crate::generate::completions(args.shell),
         Command::Man => crate::generate::man(),
         Command::Probe(args) => crate::probe::run(&args).await,
+        Command::Gate(args) => crate::gate::run(args).await,
+        Command::Check(command) => crate::gate::check(command).await,
     }
 }
 

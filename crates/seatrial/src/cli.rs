@@ -64,6 +64,13 @@ pub enum Command {
     /// check for images without curl, like seatrial's own (`seatrial probe
     /// http://127.0.0.1:8086/healthz`).
     Probe(ProbeArgs),
+    /// Gate a push to production: the config's checks and migration check, then (with --deploy,
+    /// or a --ref in deploy_branches) deploy, wait for readiness, roll back on failure. Exit 0
+    /// pass, 1 a stage failed, 2 bad config, 3 infrastructure.
+    Gate(crate::gate::GateArgs),
+    /// Run one of the gate's checks alone.
+    #[command(subcommand)]
+    Check(crate::gate::CheckCommand),
 }
 
 #[derive(Debug, Args)]

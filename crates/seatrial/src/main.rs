@@ -3,6 +3,7 @@
 mod app;
 mod cli;
 mod exit;
+mod gate;
 mod generate;
 mod infra;
 mod lint;

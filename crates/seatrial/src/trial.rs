@@ -17,12 +17,18 @@ use crate::cli::{Fallback, ProbeStrategy, TestArgs};
 use crate::exit::{self, Failure};
 use crate::progress::Reporter;
 
-/// Draws one spinner per running stage and a line per finished stage.
-struct StageProgress {
+/// Draws one spinner per running stage and a line per finished stage (trials and gate runs).
+pub(crate) struct StageProgress {
     current: Mutex<Option<Reporter>>,
 }
 
 impl StageProgress {
+    pub(crate) fn new() -> Self {
+        Self {
+            current: Mutex::new(None),
+        }
+    }
+
     fn with<F: FnOnce(&Reporter)>(&self, f: F) {
         let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = guard.as_ref() {
@@ -71,7 +77,7 @@ impl TrialObserver for StageProgress {
     }
 }
 
-fn result_word(r: StageResult) -> &'static str {
+pub(crate) fn result_word(r: StageResult) -> &'static str {
     match r {
         StageResult::Pass => "passed",
         StageResult::Fail => "FAILED",
@@ -166,15 +172,31 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
     };
     let cancel = CancellationToken::new();
     let signals = watch_signals(cancel.clone(), stack)?;
-    let observer = StageProgress {
-        current: Mutex::new(None),
-    };
+    let observer = StageProgress::new();
     let report = seatrial_trial::run(&engine, config, &observer, cancel).await;
     signals.abort();
 
-    // Summary.
-    let rows: Vec<[String; 3]> = report
-        .stages
+    print_summary(
+        &report.stages,
+        report.result,
+        &format!("{} as stack `{}`", report.recipe, report.stack),
+        report.duration_ms,
+    );
+    write_reports(args.json.as_deref(), args.junit.as_deref(), &report, || {
+        seatrial_trial::junit::render(&report)
+    })?;
+    verdict(report.result, report.interrupted, report.error_kind)
+}
+
+/// The summary table after the stages, the verdict line, and the first bad stage's detail with
+/// the output of its failing tests.
+pub(crate) fn print_summary(
+    stages: &[StageReport],
+    result: TrialResult,
+    what: &str,
+    duration_ms: u64,
+) {
+    let rows: Vec<[String; 3]> = stages
         .iter()
         .map(|s| {
             [
@@ -186,19 +208,16 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
         .collect();
     println!();
     crate::table::print(["STAGE", "RESULT", "TIME"], &rows, usize::MAX);
-    let verdict = match report.result {
+    let verdict = match result {
         TrialResult::Pass => "PASS",
         TrialResult::Fail => "FAIL",
         TrialResult::Error => "ERROR",
     };
     println!(
-        "{verdict}: {} as stack `{}` in {}",
-        report.recipe,
-        report.stack,
-        fmt_duration(std::time::Duration::from_millis(report.duration_ms))
+        "{verdict}: {what} in {}",
+        fmt_duration(std::time::Duration::from_millis(duration_ms))
     );
-    if let Some(bad) = report
-        .stages
+    if let Some(bad) = stages
         .iter()
         .find(|s| matches!(s.result, StageResult::Fail | StageResult::Error))
     {
@@ -218,8 +237,17 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
             }
         }
     }
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| {
+}
+
+/// `--json FILE` and `--junit FILE`.
+pub(crate) fn write_reports(
+    json: Option<&std::path::Path>,
+    junit: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+    junit_xml: impl FnOnce() -> String,
+) -> Result<(), Failure> {
+    if let Some(path) = json {
+        let json = serde_json::to_string_pretty(report).map_err(|e| {
             Failure::new(
                 exit::INFRASTRUCTURE,
                 format!("cannot encode the report: {e}"),
@@ -232,15 +260,25 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
             )
         })?;
     }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, seatrial_trial::junit::render(&report)).map_err(|e| {
+    if let Some(path) = junit {
+        std::fs::write(path, junit_xml()).map_err(|e| {
             Failure::new(
                 exit::BAD_INPUT,
                 format!("cannot write the JUnit report to {}: {e}", path.display()),
             )
         })?;
     }
-    let code = match (report.result, report.interrupted, report.error_kind) {
+    Ok(())
+}
+
+/// The exit code of a verdict: 0 pass, 1 a stage failed, 2 bad input, 3 infrastructure, 130
+/// interrupted.
+pub(crate) fn verdict(
+    result: TrialResult,
+    interrupted: bool,
+    error_kind: Option<&str>,
+) -> Result<(), Failure> {
+    let code = match (result, interrupted, error_kind) {
         (_, true, _) => exit::INTERRUPTED,
         (TrialResult::Pass, ..) => return Ok(()),
         (TrialResult::Fail, ..) => exit::APP_FAILED,
