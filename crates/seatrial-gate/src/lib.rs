@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use seatrial_engine::labels;
 use seatrial_trial::recipe_tests::TestResult;
+use seatrial_trial::stage::{self, StageLog, StageOutcome};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -219,7 +220,7 @@ pub async fn run(
             &mut report,
             observer,
             "migrations",
-            "not tried: a check did not pass",
+            "not tried: a check did not pass (or the run was interrupted)",
         ),
         None => skip(
             &mut report,
@@ -228,24 +229,7 @@ pub async fn run(
             "no [gate.migrations] in the config",
         ),
         Some(m) => {
-            // Its own cancel handling: the scratch database is dropped before the stage ends.
-            record(
-                &mut report,
-                None,
-                observer,
-                "migrations",
-                "checking the migrations",
-                Box::pin(async {
-                    Ok((
-                        migrations::check(m, &gate.checkout, &cancel).await?,
-                        Vec::new(),
-                    ))
-                }),
-            )
-            .await;
-            if cancel.is_cancelled() {
-                report.interrupted = true;
-            }
+            migrations_stage(&mut report, observer, m, &gate.checkout, &cancel).await;
         }
     }
 
@@ -379,59 +363,59 @@ async fn record(
     what: &str,
     body: Body<'_>,
 ) -> StageResult {
-    observer.stage_started(name, what);
-    let started_at = labels::now_rfc3339();
-    let started = Instant::now();
-    let never = CancellationToken::new();
-    let outcome = tokio::select! {
-        r = body => Some(r),
-        _ = cancel.unwrap_or(&never).cancelled() => None,
-    };
-    let (mut result, detail, tests) = match outcome {
-        Some(Ok((detail, tests))) => (StageResult::Pass, detail, tests),
-        Some(Err(StageFailure::Fail(why))) => (StageResult::Fail, why, Vec::new()),
-        Some(Err(StageFailure::Error(why, kind))) => {
-            report.error_kind.get_or_insert(kind.as_str());
-            (StageResult::Error, why, Vec::new())
-        }
-        None => {
-            report.interrupted = true;
-            (StageResult::Error, "interrupted".to_owned(), Vec::new())
+    let outcome = async {
+        match body.await {
+            Ok((detail, tests)) => StageOutcome::Passed(detail, tests),
+            Err(StageFailure::Fail(why)) => StageOutcome::Failed(why, Vec::new()),
+            Err(StageFailure::Error(why, kind)) => StageOutcome::Errored(why, kind.as_str()),
         }
     };
-    if result == StageResult::Pass && tests.iter().any(|t| !t.passed) {
-        result = StageResult::Fail;
-    }
-    // The first bad stage decides the verdict; a later rollback never softens it.
-    match (report.result, result) {
-        (TrialResult::Pass, StageResult::Fail) => report.result = TrialResult::Fail,
-        (TrialResult::Pass, StageResult::Error) => report.result = TrialResult::Error,
-        _ => {}
-    }
-    let stage = StageReport {
-        name,
-        result,
-        started_at,
-        duration_ms: started.elapsed().as_millis() as u64,
-        detail,
-        tests,
-    };
-    observer.stage_finished(&stage);
-    report.stages.push(stage);
-    result
+    stage::run_stage(report, cancel, observer, name, what, outcome).await
 }
 
 fn skip(report: &mut GateReport, observer: &dyn TrialObserver, name: &'static str, why: &str) {
-    let stage = StageReport {
-        name,
-        result: StageResult::Skipped,
-        started_at: labels::now_rfc3339(),
-        duration_ms: 0,
-        detail: why.to_owned(),
-        tests: Vec::new(),
-    };
-    observer.stage_finished(&stage);
-    report.stages.push(stage);
+    stage::skip(report, observer, name, why);
+}
+
+impl StageLog for GateReport {
+    fn verdict_mut(&mut self) -> &mut TrialResult {
+        &mut self.result
+    }
+    fn error_kind_mut(&mut self) -> &mut Option<&'static str> {
+        &mut self.error_kind
+    }
+    fn set_interrupted(&mut self) {
+        self.interrupted = true;
+    }
+    fn push_stage(&mut self, stage: StageReport) {
+        self.stages.push(stage);
+    }
+}
+
+/// The migration check as a stage. It handles cancellation itself: the scratch database is
+/// dropped before the stage ends.
+async fn migrations_stage(
+    report: &mut GateReport,
+    observer: &dyn TrialObserver,
+    config: &MigrationsConfig,
+    checkout: &Path,
+    cancel: &CancellationToken,
+) {
+    record(
+        report,
+        None,
+        observer,
+        "migrations",
+        "checking the migrations",
+        Box::pin(async {
+            Ok((
+                migrations::check(config, checkout, cancel).await?,
+                Vec::new(),
+            ))
+        }),
+    )
+    .await;
+    report.interrupted |= cancel.is_cancelled();
 }
 
 /// Runs the migration check alone (`seatrial check migrations`), reported as a one-stage gate.
@@ -443,21 +427,7 @@ pub async fn check_migrations(
 ) -> GateReport {
     let started = Instant::now();
     let mut report = GateReport::new(checkout, None, false);
-    record(
-        &mut report,
-        None,
-        observer,
-        "migrations",
-        "checking the migrations",
-        Box::pin(async {
-            Ok((
-                migrations::check(config, checkout, &cancel).await?,
-                Vec::new(),
-            ))
-        }),
-    )
-    .await;
-    report.interrupted |= cancel.is_cancelled();
+    migrations_stage(&mut report, observer, config, checkout, &cancel).await;
     report.duration_ms = started.elapsed().as_millis() as u64;
     report
 }

@@ -457,12 +457,7 @@ fn position_of(e: &sqlx::Error) -> Option<usize> {
 }
 
 /// `line L, column C (byte B): <message> (SQLSTATE X)[; detail][; hint][ — what to do]`.
-fn describe(
-    sql: &str,
-    e: &sqlx::Error,
-    statement_at: Option<usize>,
-    role: &str,
-) -> String {
+fn describe(sql: &str, e: &sqlx::Error, statement_at: Option<usize>, role: &str) -> String {
     let Some(pg) = pg_error(e) else {
         return e.to_string();
     };

@@ -152,9 +152,7 @@ mod tests {
         );
         let q = redact_url("postgres://db/x?user=ci&password=hunter2").expect("url");
         assert!(!q.contains("hunter2") && q.contains("user=ci"), "{q}");
-        let e = SecretUrl::parse("ci:hunter2 at db")
-            .err()
-            .expect("not a URL");
+        let e = SecretUrl::parse("ci:hunter2 at db").expect_err("not a URL");
         assert!(!e.contains("hunter2"));
     }
 

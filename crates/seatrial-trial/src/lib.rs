@@ -15,7 +15,7 @@ pub mod recipe_tests;
 mod report;
 mod serve;
 pub mod settings;
-mod stage;
+pub mod stage;
 mod teardown;
 pub mod trust;
 pub mod warm;

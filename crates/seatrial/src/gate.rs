@@ -163,18 +163,11 @@ fn finish(
 /// First SIGINT/SIGTERM: stop the running stage (a scratch database is still dropped, a deploy
 /// already sent still rolled back). A deliberate second one: stop waiting.
 fn watch_signals(cancel: CancellationToken) -> Result<tokio::task::JoinHandle<()>, Failure> {
-    let mut interrupts = crate::signals::Interrupts::install()?;
-    Ok(tokio::spawn(async move {
-        interrupts.first().await;
-        eprintln!(
-            "\ninterrupted: stopping the running stage and cleaning up (interrupt again to stop waiting)"
-        );
-        cancel.cancel();
-        interrupts.again().await;
-        eprintln!(
-            "cleanup abandoned: a scratch database seatrial_gate_* may be left on the migration server, \
-             and a started deploy may not be rolled back"
-        );
-        std::process::exit(i32::from(exit::INTERRUPTED));
-    }))
+    crate::trial::on_interrupt(
+        cancel,
+        "stopping the running stage and cleaning up".to_owned(),
+        "cleanup abandoned: a scratch database seatrial_gate_* may be left on the migration server, \
+         and a started deploy may not be rolled back"
+            .to_owned(),
+    )
 }

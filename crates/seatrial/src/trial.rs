@@ -294,17 +294,29 @@ fn watch_signals(
     cancel: CancellationToken,
     stack: String,
 ) -> Result<tokio::task::JoinHandle<()>, Failure> {
+    on_interrupt(
+        cancel,
+        "stopping the running stage and tearing down".to_owned(),
+        format!(
+            "teardown abandoned: stack `{stack}` may be partly left; `seatrial app undeploy {stack} --volumes` removes it"
+        ),
+    )
+}
+
+/// First SIGINT/SIGTERM: says what happens (`cleaning_up`) and cancels `cancel`. A deliberate
+/// second one: says what may be left (`abandoned`) and exits 130.
+pub(crate) fn on_interrupt(
+    cancel: CancellationToken,
+    cleaning_up: String,
+    abandoned: String,
+) -> Result<tokio::task::JoinHandle<()>, Failure> {
     let mut interrupts = crate::signals::Interrupts::install()?;
     Ok(tokio::spawn(async move {
         interrupts.first().await;
-        eprintln!(
-            "\ninterrupted: stopping the running stage and tearing down (interrupt again to stop waiting)"
-        );
+        eprintln!("\ninterrupted: {cleaning_up} (interrupt again to stop waiting)");
         cancel.cancel();
         interrupts.again().await;
-        eprintln!(
-            "teardown abandoned: stack `{stack}` may be partly left; `seatrial app undeploy {stack} --volumes` removes it"
-        );
+        eprintln!("{abandoned}");
         std::process::exit(i32::from(exit::INTERRUPTED));
     }))
 }
