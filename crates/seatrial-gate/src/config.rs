@@ -556,6 +556,19 @@ timeout = "5m"
         }
     }
 
+    /// The README's example is a real config (the first ```toml block after `## Gate`).
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let gate = &readme[readme.find("## Gate").expect("a Gate section")..];
+        let start = gate.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let text = &gate[start..start + gate[start..].find("```").expect("its end")];
+        let c = parse_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.checks.len(), 2);
+        assert!(c.migrations.is_some_and(|m| m.database.is_some()));
+        assert!(matches!(c.deploy, Some(DeployConfig::Hook(h)) if h.rollback_url.is_some()));
+    }
+
     #[test]
     fn a_swarm_deploy_parses_for_someone_else_to_run() {
         let c = parse_str(

@@ -341,3 +341,55 @@ fn an_unset_token_variable_is_named_before_anything_runs() {
     // Not deploying: the token is not needed.
     assert!(seatrial_gate::prepare_deployer(&config, false, |_| None).is_ok_and(|d| d.is_none()));
 }
+
+#[tokio::test]
+async fn a_cancelled_gate_kills_the_running_check_and_deploys_nothing() {
+    let (base, fake) = serve(Ready::Always(200)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The check starts a grandchild and waits for it; both must go with the cancel.
+    let checks =
+        "[[gate.checks]]\nname = \"slow\"\nrun = \"sleep 300 & echo $! > sleeper.pid; wait\"\n";
+    let toml = gate_toml(&base, checks, "/api/compose.deploy", true, "5s");
+    let config =
+        seatrial_gate::config::parse(&dir.path().join("gate.toml"), &toml).expect("config");
+    let deployer = seatrial_gate::prepare_deployer(&config, true, |_| Some(TOKEN.to_owned()))
+        .expect("deployer");
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let report = seatrial_gate::run(
+        GateRun {
+            config: &config,
+            checkout: dir.path().to_owned(),
+            reference: None,
+            deploy: true,
+            deployer: deployer.as_deref(),
+        },
+        &Quiet,
+        cancel,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the cancel was not heeded"
+    );
+    assert!(report.interrupted, "{report:#?}");
+    assert_eq!(stage(&report, "checks").detail, "interrupted");
+    assert_eq!(stage(&report, "deploy").result, StageResult::Skipped);
+    assert!(
+        fake.calls.lock().expect("lock").is_empty(),
+        "deployed after a cancel"
+    );
+    let pid = std::fs::read_to_string(dir.path().join("sleeper.pid")).expect("the check started");
+    // Killed processes may linger as zombies for a moment; a live one would stay.
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+    });
+    assert!(gone, "the check's child {pid} outlived the cancel");
+}
