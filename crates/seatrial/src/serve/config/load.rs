@@ -353,6 +353,7 @@ pub fn load_with(
         apps: seatrial_trial::infra::config::parse_entries(file.infra)?,
         alerts: crate::infra::parse_alerts(file.alerts)?,
         data_dir: Some(data_dir.clone()),
+    };
     let warm_budget = match pick("SEATRIAL_WARM_BUDGET", file.warm_budget, "warm_budget") {
         None => None,
         Some((v, from)) => Some(

@@ -67,7 +67,6 @@ pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Result<Respons
         active_leases: stats.active_leases,
         by_state_and_mode: stats.by_state_and_mode,
     });
-    crate::serve::metrics::render_warm(&mut text, &super::warm_summaries(&shared.config.data_dir));
     if shared.config.schedule.is_some() {
         crate::serve::metrics::render_nightly(&mut text, &shared.nightly_now());
     }
