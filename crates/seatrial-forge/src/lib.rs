@@ -14,4 +14,6 @@ pub use client::{
     StatusState, Token,
 };
 pub use command::{Command, CommandError, parse_comment};
-pub use webhook::{PayloadError, SignatureError, comment_event, verify_signature};
+pub use webhook::{
+    PayloadError, PushEvent, SignatureError, comment_event, push_event, verify_signature,
+};

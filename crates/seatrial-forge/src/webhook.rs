@@ -2,7 +2,7 @@
 //! the server's secret, matches — compared in constant time. Gitea sends `X-Gitea-Signature`,
 //! Forgejo `X-Forgejo-Signature` (both hex), older ones `X-Gogs-Signature`, and all of them
 //! also `X-Hub-Signature-256` (`sha256=<hex>`). A verified `issue_comment` delivery is read into
-//! the same [`Comment`] that polling yields.
+//! the same [`Comment`] that polling yields; a verified `push` delivery into a [`PushEvent`].
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -93,6 +93,67 @@ fn comment_of(payload: &serde_json::Value) -> Option<(RepoName, Comment)> {
             .to_owned(),
     };
     Some((repo, comment))
+}
+
+/// A `push` delivery: a ref of `repo` moved from `before` to `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushEvent {
+    pub repo: RepoName,
+    /// The full ref, `refs/heads/<branch>` or `refs/tags/<tag>`.
+    pub git_ref: String,
+    pub before: String,
+    /// The commit the ref points at now (all zeros: the ref was deleted).
+    pub after: String,
+    /// The pusher's login (empty when the payload has none).
+    pub pusher: String,
+    /// Where the repository is cloned from (`repository.clone_url`), when the payload says.
+    pub clone_url: Option<String>,
+}
+
+impl PushEvent {
+    /// The branch pushed to; `None` for tags and other refs.
+    pub fn branch(&self) -> Option<&str> {
+        self.git_ref
+            .strip_prefix("refs/heads/")
+            .filter(|b| !b.is_empty())
+    }
+
+    /// Whether the push deleted the ref (`after` is all zeros).
+    pub fn deleted(&self) -> bool {
+        self.after.is_empty() || self.after.bytes().all(|b| b == b'0')
+    }
+}
+
+/// The push a `push` delivery carries; `Ok(None)` for payloads without a repository or ref
+/// (nothing to act on).
+pub fn push_event(body: &[u8]) -> Result<Option<PushEvent>, PayloadError> {
+    let payload: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
+    let Some(repo) = payload["repository"]["full_name"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+    else {
+        return Ok(None);
+    };
+    let Some(git_ref) = payload["ref"].as_str().filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    Ok(Some(PushEvent {
+        repo,
+        git_ref: git_ref.to_owned(),
+        before: text(&payload["before"]),
+        after: text(&payload["after"]),
+        pusher: payload["pusher"]["login"]
+            .as_str()
+            .or_else(|| payload["pusher"]["username"].as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        clone_url: payload["repository"]["clone_url"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned),
+    }))
 }
 
 /// The hex HMAC-SHA256 of `body` (what a forge sends; used by the fake forge in tests).
@@ -207,5 +268,31 @@ mod tests {
             br#"{"action":"deleted","repository":{"full_name":"coop/hello"},"comment":{"id":9}}"#;
         assert_eq!(comment_event(deleted), Ok(None));
         assert!(comment_event(b"not json").is_err());
+    }
+
+    #[test]
+    fn push_events_name_the_branch_and_deletions() {
+        let push = br#"{"ref":"refs/heads/main","before":"1111111111111111111111111111111111111111",
+            "after":"2222222222222222222222222222222222222222",
+            "repository":{"full_name":"coop/app","clone_url":"https://git.example.org/coop/app.git"},
+            "pusher":{"login":"alice"},"commits":[]}"#;
+        let p = push_event(push).expect("JSON").expect("a push");
+        assert_eq!(p.repo.to_string(), "coop/app");
+        assert_eq!(p.branch(), Some("main"));
+        assert!(!p.deleted());
+        assert_eq!(p.pusher, "alice");
+        assert_eq!(
+            p.clone_url.as_deref(),
+            Some("https://git.example.org/coop/app.git")
+        );
+        let tag = br#"{"ref":"refs/tags/v1","after":"22","repository":{"full_name":"coop/app"}}"#;
+        assert_eq!(
+            push_event(tag).expect("JSON").expect("a push").branch(),
+            None
+        );
+        let gone = br#"{"ref":"refs/heads/old","after":"0000000000000000000000000000000000000000","repository":{"full_name":"coop/app"}}"#;
+        assert!(push_event(gone).expect("JSON").expect("a push").deleted());
+        assert_eq!(push_event(br#"{"ref":"refs/heads/main"}"#), Ok(None));
+        assert!(push_event(b"not json").is_err());
     }
 }

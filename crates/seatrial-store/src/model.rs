@@ -89,6 +89,9 @@ words!(
         Cold = "cold",
         /// A warm copy: faster, lower confidence.
         Quick = "quick",
+        /// Not a recipe trial: an app's push gate (checks, migrations, deploy, ready, rollback)
+        /// run by `seatrial serve` on a push to an enrolled repository with `gate = true`.
+        Gate = "gate",
     }
 );
 
@@ -128,7 +131,8 @@ pub struct NewRun {
     pub requested_by: Option<String>,
     /// Overrides the server's run timeout.
     pub timeout_secs: Option<i64>,
-    /// The recipe's directory inside the repository (`None`: its root).
+    /// The recipe's directory inside the repository (`None`: its root); for a gate run, its
+    /// gate config file inside the repository (`None`: `gate.toml`).
     pub recipe_path: Option<String>,
     /// The probe settings the run is tried with (JSON, the server's format).
     pub probe: Option<String>,

@@ -34,7 +34,7 @@ main{padding:1rem;max-width:70rem;margin:auto}
 table{width:100%;border-collapse:collapse;background:#fff}th,td{padding:.45rem .5rem;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
 th{font-size:.8rem;text-transform:uppercase;color:#57606a}
 .badge{display:inline-block;padding:.05rem .45rem;border-radius:.6rem;font-size:.8rem;font-weight:600;white-space:nowrap}
-.mode-cold{background:#dbeafe;color:#1e3a8a}.mode-quick{background:#fef3c7;color:#92400e}
+.mode-cold{background:#dbeafe;color:#1e3a8a}.mode-quick{background:#fef3c7;color:#92400e}.mode-gate{background:#ede9fe;color:#5b21b6}
 .s-queued{background:#e5e7eb}.s-running{background:#bfdbfe}.s-passed,.r-pass{background:#bbf7d0;color:#14532d}
 .s-failed,.r-fail{background:#fecaca;color:#7f1d1d}.s-errored,.s-timed_out,.r-error{background:#fed7aa;color:#7c2d12}
 .s-cancelled,.r-skipped{background:#e5e7eb;color:#374151}
@@ -58,7 +58,11 @@ fn page(title: &str, body: &str) -> String {
 
 pub fn mode_badge(mode: Mode) -> String {
     let m = mode.as_str();
-    format!("<span class=\"badge mode-{m}\" title=\"{m} trial\">{m}</span>")
+    let title = match mode {
+        Mode::Gate => "push gate: checks, migrations, deploy".to_owned(),
+        _ => format!("{m} trial"),
+    };
+    format!("<span class=\"badge mode-{m}\" title=\"{title}\">{m}</span>")
 }
 
 fn state_badge(state: RunState) -> String {
@@ -114,7 +118,7 @@ pub fn list_page(
         let _ = write!(b, "<option{}>{s}</option>", sel(s, &q.state));
     }
     b.push_str("</select><select name=\"mode\"><option value=\"\">any mode</option>");
-    for m in ["cold", "quick"] {
+    for m in ["cold", "quick", "gate"] {
         let _ = write!(b, "<option{}>{m}</option>", sel(m, &q.mode));
     }
     b.push_str("</select><button>filter</button></form>");
@@ -251,8 +255,10 @@ pub fn run_page(run: &Run, stages: &[StageRecord], position: Option<usize>) -> S
         mode_badge(run.mode),
         state_badge(run.state)
     );
-    if run.mode == Mode::Quick {
-        b.push_str("<p><strong>Quick run:</strong> tested against a warm copy — lower confidence than a cold run.</p>");
+    match run.mode {
+        Mode::Quick => b.push_str("<p><strong>Quick run:</strong> tested against a warm copy — lower confidence than a cold run.</p>"),
+        Mode::Gate => b.push_str("<p><strong>Gate run:</strong> the app's push gate (checks, migrations, then — on a deploy branch — deploy, ready, rollback); the recipe is the app's repository.</p>"),
+        Mode::Cold => {}
     }
     b.push_str("<dl>");
     let mut row = |k: &str, v: String| {

@@ -92,7 +92,7 @@ pub async fn run(config: ServeConfig) -> Result<(), Failure> {
         forge_tasks.push(tokio::spawn(forge::poll_loop(shared.clone(), link.clone())));
         forge_tasks.push(tokio::spawn(forge::report_loop(shared.clone(), link)));
     }
-    let queue = tokio::spawn(worker::run_queue(shared.clone()));
+    let queue = tokio::spawn(worker::run_queue(shared.clone(), forge_link.clone()));
     match &shared.config.schedule {
         Some(s) => {
             tracing::info!(nightly = %s.nightly, timezone = %s.timezone, infra = shared.config.infra.apps.len(), "nightly job scheduled")

@@ -17,6 +17,10 @@ pub struct EnrolledRepo {
     pub probe: seatrial_trial::settings::Overrides,
     /// Policy findings its (untrusted) recipes may have.
     pub permit: Vec<Permit>,
+    /// A push to one of its branches runs the app's push gate (`gate = true`).
+    pub gate: bool,
+    /// The gate config inside the repository (`None`: `gate.toml`).
+    pub gate_config: Option<std::path::PathBuf>,
 }
 
 /// `[forge]` and `[[repos]]`: enrolled recipe repositories on a Gitea/Forgejo.

@@ -37,6 +37,11 @@ struct RepoFile {
     /// Host access its recipes may have despite being untrusted (`docker-socket`, ...).
     #[serde(default)]
     permit: Vec<String>,
+    /// Run the app's push gate on pushes to its branches (the forge's push webhook).
+    #[serde(default)]
+    gate: bool,
+    /// The gate config inside the repository (default `gate.toml`).
+    gate_config: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +276,29 @@ pub fn load_with(
                     .transpose()
                 };
                 let timeout = dur("timeout", r.timeout.clone())?;
+                let gate_config = match &r.gate_config {
+                    Some(g) => {
+                        let path = std::path::PathBuf::from(g);
+                        let inside = path.components().count() > 0
+                            && path
+                                .components()
+                                .all(|c| matches!(c, std::path::Component::Normal(_)));
+                        if !inside {
+                            return Err(format!(
+                                "[[repos]] {}: gate_config = {g:?} must be a relative path to a file inside the repository (e.g. \"deploy/gate.toml\")",
+                                r.name
+                            ));
+                        }
+                        if !r.gate {
+                            return Err(format!(
+                                "[[repos]] {}: gate_config is set but gate is not: add `gate = true` to run the gate on pushes, or remove gate_config",
+                                r.name
+                            ));
+                        }
+                        Some(path)
+                    }
+                    None => None,
+                };
                 let permit = permits(&format!("[[repos]] {}: permit", r.name), &r.permit)?;
                 let p = r.probe.unwrap_or_default();
                 let probe = seatrial_trial::settings::Overrides {
@@ -297,6 +325,8 @@ pub fn load_with(
                     timeout,
                     probe,
                     permit,
+                    gate: r.gate,
+                    gate_config,
                 });
             }
             Some(ForgeConfig {

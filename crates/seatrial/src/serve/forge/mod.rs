@@ -9,11 +9,14 @@
 //! 4. [`report`]: a commit status and one PR comment edited as the run goes (never posted
 //!    twice).
 //!
-//! [`on_comment`] reads as those steps.
+//! [`on_comment`] reads as those steps. Pushes to repositories enrolled with `gate = true`
+//! queue gate runs ([`push`]); their commit status is set by the worker as the gate runs
+//! ([`report::gate_status`]).
 
 pub mod authorize;
 pub mod enqueue;
 pub mod poll;
+pub mod push;
 pub mod report;
 
 use std::sync::Arc;

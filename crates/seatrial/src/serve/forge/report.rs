@@ -41,6 +41,7 @@ async fn comment_body(shared: &Shared, run: &Run, link_url: &str) -> String {
     let mode = match run.mode {
         Mode::Quick => "quick (lower confidence: a warm copy, not a fresh install)",
         Mode::Cold => "cold (full trial: previous release installed, upgraded to this change)",
+        Mode::Gate => "gate (the app's push gate: checks, migrations, deploy)",
     };
     let commit = run
         .commit_sha
@@ -84,6 +85,37 @@ async fn comment_body(shared: &Shared, run: &Run, link_url: &str) -> String {
         }
     }
     body
+}
+
+/// The context of a gate run's commit status.
+pub const GATE_CONTEXT: &str = "seatrial/gate";
+
+/// Sets a gate run's commit status (`pending` while it runs, then its verdict), linking to its
+/// dashboard page. A forge error is logged (the client already retried it); it never fails the
+/// run.
+pub async fn gate_status(shared: &Shared, link: &ForgeLink, run: &Run, state: RunState) {
+    let (Some(repo), Some(sha)) = (
+        run.repo.as_deref().and_then(|r| r.parse::<RepoName>().ok()),
+        run.commit_sha.as_deref(),
+    ) else {
+        return;
+    };
+    let url = shared
+        .config
+        .run_url(run.id, &format!("http://{}", shared.config.listen));
+    let (status, word) = status_of(state);
+    let description = format!(
+        "seatrial gate {word} on {}",
+        run.reference.as_deref().unwrap_or("(no branch)")
+    );
+    if let Err(e) = link
+        .client
+        .set_status(&repo, sha, status, &url, &description, GATE_CONTEXT)
+        .await
+    {
+        shared.metrics.forge_error(ForgeOperation::Status);
+        tracing::warn!(run = run.id.0, error = %e, "cannot set the gate's commit status");
+    }
 }
 
 /// The hidden line that identifies a run's comment on the PR (its dashboard URL is unique to

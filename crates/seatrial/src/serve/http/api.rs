@@ -126,6 +126,12 @@ pub(super) async fn create(
                 Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
             }
         }
+        Ok(Mode::Gate) => {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "mode \"gate\" runs are queued by a push to a repository enrolled with `gate = true` (the forge's push webhook), not through this API: use \"cold\" or \"quick\"".into(),
+            ));
+        }
         Err(_) => {
             return Err(ApiError(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -198,7 +198,7 @@ fn ms(t: Option<jiff::Timestamp>) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nightly_waits_for_the_run_in_flight_and_holds_the_capacity() {
     let w = World::new(true).await;
-    let queue = tokio::spawn(worker::run_queue(w.shared.clone()));
+    let queue = tokio::spawn(worker::run_queue(w.shared.clone(), None));
     let in_flight = w.enqueue("slow", "sleep 1").await;
     w.wait_for(in_flight, "started", |r| r.state == RunState::Running)
         .await;

@@ -1,9 +1,10 @@
 //! The queue runner: claims runs with a lease (bounded by `capacity`, and not while the nightly
-//! job is due or running) and runs each as a trial (`trial`), recording its progress
-//! (`recorder`), until shutdown, which lets running trials finish within a grace period. A
+//! job is due or running) and runs each as a trial (`trial`) or, for mode `gate`, as an app's
+//! push gate (`gate`), recording its progress (`recorder`), until shutdown, which lets running trials finish within a grace period. A
 //! reaper (`reaper`) re-queues (once) or errors the runs of servers that died, after removing
 //! what they left on the engine.
 
+mod gate;
 mod reaper;
 mod recorder;
 mod trial;
@@ -17,6 +18,7 @@ use seatrial_engine::fmt_duration;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::forge::ForgeLink;
 use super::state::Shared;
 
 pub use reaper::{reap_loop, reap_once};
@@ -37,7 +39,8 @@ fn engine_backoff() -> ExponentialBackoff {
 
 /// Claims and runs trials until shutdown; then lets running trials finish within the grace
 /// period, and cancels (with teardown) the ones still running after it.
-pub async fn run_queue(shared: Arc<Shared>) {
+/// `forge`: where gate runs set their commit status.
+pub async fn run_queue(shared: Arc<Shared>, forge: Option<Arc<ForgeLink>>) {
     let slots = shared.slots.clone();
     let mut trials = JoinSet::new();
     // Set while the engine is unreachable; reset once it answers.
@@ -76,10 +79,15 @@ pub async fn run_queue(shared: Arc<Shared>) {
                 tracing::info!(run = run.id.0, recipe = %run.recipe, attempt = run.attempt, "claimed");
                 shared.changed(run.id);
                 let shared = shared.clone();
+                let forge = forge.clone();
                 let span = tracing::info_span!("trial", run = run.id.0);
                 trials.spawn(
                     async move {
-                        trial::run(&shared, &engine, run).await;
+                        if run.mode == seatrial_store::Mode::Gate {
+                            gate::run(&shared, forge.as_deref(), run).await;
+                        } else {
+                            trial::run(&shared, &engine, run).await;
+                        }
                         drop(permit);
                     }
                     .instrument(span),

@@ -34,7 +34,7 @@ fn run_settings(shared: &Shared, run: &Run) -> Result<(Option<PathBuf>, Override
 
 /// Keeps the lease alive every third of it, and stops the trial when its timeout is reached,
 /// its lease was lost, or a cancel was asked through another server.
-fn spawn_guard(
+pub(super) fn spawn_guard(
     shared: &Arc<Shared>,
     id: RunId,
     timeout: Duration,
@@ -105,7 +105,8 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
     let (trial_run_id, mut stack) = seatrial_trial::identity(&run.recipe, reference.as_deref());
     let mode = match run.mode {
         seatrial_store::Mode::Quick => seatrial_trial::TrialMode::Quick,
-        seatrial_store::Mode::Cold => seatrial_trial::TrialMode::Cold,
+        // Gate runs never come here (the queue runner hands them to `gate::run`).
+        seatrial_store::Mode::Cold | seatrial_store::Mode::Gate => seatrial_trial::TrialMode::Cold,
     };
     if run.promote {
         // A promotion keeps the app as the recipe's canonical, under a canonical stack name.
@@ -190,10 +191,36 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
     guard.abort();
     let _ = writer.await;
     shared.untrack_running(id);
+    conclude(
+        shared,
+        &run,
+        &stop,
+        report.result,
+        &report.stages,
+        timeout,
+        started,
+        "trial",
+    )
+    .await;
+}
 
+/// Records how a run ended — from how it was stopped (timeout, cancel, shutdown; a lost lease
+/// records nothing) or else its verdict and first bad stage — and returns the state recorded.
+/// `what` names the work in reasons and logs (`trial`, `gate`).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn conclude(
+    shared: &Shared,
+    run: &Run,
+    stop: &StopReason,
+    result: TrialResult,
+    stages: &[seatrial_trial::StageReport],
+    timeout: Duration,
+    started: Instant,
+    what: &str,
+) -> Option<RunState> {
+    let id = run.id;
     let stopped = *stop.lock().unwrap_or_else(|e| e.into_inner());
-    let first_bad = report
-        .stages
+    let first_bad = stages
         .iter()
         .find(|s| matches!(s.result, StageResult::Fail | StageResult::Error))
         .map(|s| {
@@ -204,30 +231,38 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
                 s.detail.lines().next().unwrap_or_default()
             )
         });
+    // A trial's app is torn down; a gate stops its check and drops its scratch database.
+    let cleanup = if what == "gate" {
+        "stopped and cleaned up"
+    } else {
+        "torn down"
+    };
     let (state, reason) = match stopped {
         Some(Stop::LeaseLost) => {
             tracing::error!(
                 "lost the lease (another server reaped this run); not recording a verdict"
             );
             shared.changed(id);
-            return;
+            return None;
         }
         Some(Stop::TimedOut) => (
             RunState::TimedOut,
             Some(format!(
-                "run timeout of {} reached; the trial was cancelled and torn down",
-                fmt_duration(timeout)
+                "run timeout of {} reached; the {what} was cancelled and {cleanup}",
+                fmt_duration(timeout),
             )),
         ),
         Some(Stop::Cancelled) => (
             RunState::Cancelled,
-            Some("cancelled while running; torn down".to_owned()),
+            Some(format!("cancelled while running; {cleanup}")),
         ),
         Some(Stop::Shutdown) => (
             RunState::Cancelled,
-            Some("the server shut down before the trial ended; torn down".to_owned()),
+            Some(format!(
+                "the server shut down before the {what} ended; {cleanup}"
+            )),
         ),
-        None => match report.result {
+        None => match result {
             TrialResult::Pass => (RunState::Passed, None),
             TrialResult::Fail => (RunState::Failed, first_bad),
             TrialResult::Error => (RunState::Errored, first_bad),
@@ -261,6 +296,7 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
     shared
         .metrics
         .trial(run.mode.as_str(), state.as_str(), took);
-    tracing::info!(state = state.as_str(), took = %fmt_duration(took), "trial ended");
+    tracing::info!(state = state.as_str(), took = %fmt_duration(took), what, "run ended");
     shared.changed(id);
+    Some(state)
 }
