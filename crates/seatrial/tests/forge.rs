@@ -33,20 +33,7 @@ fn hook(server: &Server, secret: &str, payload: &Value) -> u16 {
 fn hook_as(server: &Server, secret: &str, payload: &Value, request_id: &str) -> u16 {
     let body = payload.to_string();
     let signature = seatrial_forge::webhook::sign(secret.as_bytes(), body.as_bytes());
-    let rest = server.base.strip_prefix("http://").expect("http");
-    let mut stream = std::net::TcpStream::connect(rest).expect("connect");
-    use std::io::{Read, Write};
-    let request = format!(
-        "POST /hooks/gitea HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\nContent-Type: application/json\r\nX-Gitea-Event: issue_comment\r\nX-Gitea-Signature: {signature}\r\nX-Request-Id: {request_id}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    deliver(server, "issue_comment", Some(&signature), &body, request_id).0
 }
 
 /// Posts a comment on the fake forge and returns the `issue_comment` webhook payload Gitea

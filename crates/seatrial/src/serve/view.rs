@@ -30,7 +30,7 @@ pub fn filter_of(q: &ListQuery) -> Result<RunFilter, String> {
         None => None,
         Some(m) => Some(
             m.parse::<Mode>()
-                .map_err(|_| format!("unknown mode {m:?}: use cold or quick"))?,
+                .map_err(|_| format!("unknown mode {m:?}: use cold, quick or gate"))?,
         ),
     };
     Ok(RunFilter {

@@ -530,3 +530,37 @@ pub fn differences(before: &Contents, after: &Contents) -> Vec<String> {
     }
     out
 }
+
+/// Delivers a webhook to `POST /hooks/gitea` as Gitea does: the `X-Gitea-Event` given and, when
+/// given, the `X-Gitea-Signature`. Returns (status, body).
+pub fn deliver(
+    server: &Server,
+    event: &str,
+    signature: Option<&str>,
+    body: &str,
+    request_id: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = server.base.strip_prefix("http://").expect("http");
+    let mut stream = std::net::TcpStream::connect(rest).expect("connect");
+    let signature = signature
+        .map(|s| format!("X-Gitea-Signature: {s}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST /hooks/gitea HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\nContent-Type: application/json\r\nX-Gitea-Event: {event}\r\n{signature}X-Request-Id: {request_id}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
