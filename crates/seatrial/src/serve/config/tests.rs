@@ -125,6 +125,25 @@ fn enrolled_repositories() {
         "{err}"
     );
 
+    assert!(!f.repos[0].gate, "no gate unless asked");
+    write("[[repos]]\nname = \"coop/app\"\ngate = true\ngate_config = \"deploy/gate.toml\"\n");
+    let c = load_with(Some(&path), &no_env).expect("loads");
+    let r = &c.forge.expect("forge").repos[0];
+    assert!(r.gate);
+    assert_eq!(
+        r.gate_config.as_deref(),
+        Some(Path::new("deploy/gate.toml"))
+    );
+    write("[[repos]]\nname = \"coop/app\"\ngate = true\ngate_config = \"../gate.toml\"\n");
+    let err = load_with(Some(&path), &no_env).expect_err("outside the repository");
+    assert!(
+        err.contains("gate_config") && err.contains("inside the repository"),
+        "{err}"
+    );
+    write("[[repos]]\nname = \"coop/app\"\ngate_config = \"gate.toml\"\n");
+    let err = load_with(Some(&path), &no_env).expect_err("gate_config without gate");
+    assert!(err.contains("gate = true"), "{err}");
+
     write("[[repos]]\nname = \"coop/app\"\nrecipe = \"../elsewhere\"\n");
     let err = load_with(Some(&path), &no_env).expect_err("outside the repository");
     assert!(err.contains("inside the repository"), "{err}");
