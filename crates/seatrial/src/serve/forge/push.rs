@@ -10,7 +10,7 @@ use crate::serve::state::Shared;
 
 /// What became of a push delivery.
 pub enum PushOutcome {
-    Queued(Run),
+    Queued(Box<Run>),
     /// Nothing was queued, and why (answered to the forge).
     Ignored(String),
 }
@@ -79,5 +79,5 @@ pub async fn on_push(
         .await
         .map_err(|e| format!("cannot queue the gate run: {e}"))?;
     tracing::info!(run = run.id.0, repo = %repo, branch, commit = %push.after, "gate queued from a push");
-    Ok(PushOutcome::Queued(run))
+    Ok(PushOutcome::Queued(Box::new(run)))
 }

@@ -5,22 +5,19 @@
 //! The deploy token is read from this server's environment (`token_env`) and never stored.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use seatrial_gate::{GateRun, StageReport, TrialObserver, TrialResult};
 use seatrial_recipe::git::{self, Checkout};
 use seatrial_store::{Run, RunState};
 use seatrial_trial::stage::{self, StageLog, StageOutcome};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::recorder::{Event, Recorder, write_events};
-use super::trial::{conclude, spawn_guard};
+use super::trial::{Running, conclude};
 use crate::serve::forge::ForgeLink;
 use crate::serve::forge::report::gate_status;
-use crate::serve::state::{Shared, StopReason};
+use crate::serve::state::Shared;
 
 /// The gate config read when the enrolled repository names none.
 const DEFAULT_CONFIG: &str = "gate.toml";
@@ -126,35 +123,23 @@ async fn prepare(shared: &Shared, run: &Run) -> Result<Prepared, (String, &'stat
 
 /// Runs one claimed gate run to its end, records its verdict and sets its commit status.
 pub async fn run(shared: &Arc<Shared>, forge: Option<&ForgeLink>, run: Run) {
-    let id = run.id;
     let started = Instant::now();
-    let cancel = CancellationToken::new();
-    let stop: StopReason = Arc::new(Mutex::new(None));
-    shared.track_running(id, cancel.clone(), stop.clone());
     if let Some(link) = forge {
         gate_status(shared, link, &run, RunState::Running).await;
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = {
-        let shared = shared.clone();
-        tokio::spawn(async move { write_events(&shared, id, rx).await })
-    };
-    let _ = tx.send(Event::Log(format!(
-        "attempt {} on {}: gate of {} {} at {}",
-        run.attempt,
-        shared.owner,
-        run.repo.as_deref().unwrap_or(&run.recipe),
-        run.reference.as_deref().unwrap_or("(no branch)"),
-        run.commit_sha.as_deref().unwrap_or("(no commit)"),
-    )));
-    let timeout = shared.config.timeout_for(
-        &run.recipe,
-        run.timeout_secs
-            .and_then(|s| u64::try_from(s).ok())
-            .map(Duration::from_secs),
+    let (running, recorder) = Running::start(
+        shared,
+        &run,
+        format!(
+            "attempt {} on {}: gate of {} {} at {}",
+            run.attempt,
+            shared.owner,
+            run.repo.as_deref().unwrap_or(&run.recipe),
+            run.reference.as_deref().unwrap_or("(no branch)"),
+            run.commit_sha.as_deref().unwrap_or("(no commit)"),
+        ),
     );
-    let guard = spawn_guard(shared, id, timeout, &cancel, &stop);
-    let recorder = Recorder::new(tx);
+    let cancel = running.cancel.clone();
 
     let mut log = PrepareLog::default();
     let mut prepared = None;
@@ -209,10 +194,7 @@ pub async fn run(shared: &Arc<Shared>, forge: Option<&ForgeLink>, run: Run) {
         }
         _ => result,
     };
-    drop(recorder);
-    guard.abort();
-    let _ = writer.await;
-    shared.untrack_running(id);
+    let (stop, timeout) = running.end(shared, recorder).await;
     let state = conclude(
         shared, &run, &stop, result, &stages, timeout, started, "gate",
     )

@@ -34,7 +34,7 @@ fn run_settings(shared: &Shared, run: &Run) -> Result<(Option<PathBuf>, Override
 
 /// Keeps the lease alive every third of it, and stops the trial when its timeout is reached,
 /// its lease was lost, or a cancel was asked through another server.
-pub(super) fn spawn_guard(
+fn spawn_guard(
     shared: &Arc<Shared>,
     id: RunId,
     timeout: Duration,
@@ -127,35 +127,22 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
     if let Err(e) = shared.store.set_stack(id, &stack).await {
         tracing::error!(error = %e, "cannot record the run's stack");
     }
-    let cancel = CancellationToken::new();
-    let stop: StopReason = Arc::new(Mutex::new(None));
-    shared.track_running(id, cancel.clone(), stop.clone());
-
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = {
-        let shared = shared.clone();
-        tokio::spawn(async move { write_events(&shared, id, rx).await })
-    };
-    let _ = tx.send(Event::Log(format!(
-        "attempt {} on {}: {} {} as stack {stack} (trial {trial_run_id}{})",
-        run.attempt,
-        shared.owner,
-        run.recipe,
-        reference.as_deref().unwrap_or("(as it is)"),
-        if run.promote {
-            "; promotes its data to the recipe's canonical when it passes"
-        } else {
-            ""
-        }
-    )));
-
-    let timeout = shared.config.timeout_for(
-        &run.recipe,
-        run.timeout_secs
-            .and_then(|s| u64::try_from(s).ok())
-            .map(Duration::from_secs),
+    let (running, recorder) = Running::start(
+        shared,
+        &run,
+        format!(
+            "attempt {} on {}: {} {} as stack {stack} (trial {trial_run_id}{})",
+            run.attempt,
+            shared.owner,
+            run.recipe,
+            reference.as_deref().unwrap_or("(as it is)"),
+            if run.promote {
+                "; promotes its data to the recipe's canonical when it passes"
+            } else {
+                ""
+            }
+        ),
     );
-    let guard = spawn_guard(shared, id, timeout, &cancel, &stop);
 
     let config = TrialConfig {
         recipe: run.recipe.clone(),
@@ -185,12 +172,9 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
             },
         },
     };
-    let recorder = Recorder::new(tx);
-    let report = seatrial_trial::run(engine.as_ref(), config, &recorder, cancel.clone()).await;
-    drop(recorder);
-    guard.abort();
-    let _ = writer.await;
-    shared.untrack_running(id);
+    let report =
+        seatrial_trial::run(engine.as_ref(), config, &recorder, running.cancel.clone()).await;
+    let (stop, timeout) = running.end(shared, recorder).await;
     conclude(
         shared,
         &run,
@@ -202,6 +186,60 @@ pub async fn run(shared: &Arc<Shared>, engine: &Arc<dyn Engine>, run: Run) {
         "trial",
     )
     .await;
+}
+
+/// A claimed run while it runs: its cancel token and stop reason (tracked by the server), the
+/// writer of its events to the store, and the guard keeping its lease and timeout.
+pub(super) struct Running {
+    id: RunId,
+    pub cancel: CancellationToken,
+    stop: StopReason,
+    timeout: Duration,
+    writer: tokio::task::JoinHandle<()>,
+    guard: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts tracking `run`, writes `first_line` to its log and starts its guard; events sent
+    /// to the returned recorder are stored in order.
+    pub(super) fn start(shared: &Arc<Shared>, run: &Run, first_line: String) -> (Self, Recorder) {
+        let id = run.id;
+        let cancel = CancellationToken::new();
+        let stop: StopReason = Arc::new(Mutex::new(None));
+        shared.track_running(id, cancel.clone(), stop.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = {
+            let shared = shared.clone();
+            tokio::spawn(async move { write_events(&shared, id, rx).await })
+        };
+        let _ = tx.send(Event::Log(first_line));
+        let timeout = shared.config.timeout_for(
+            &run.recipe,
+            run.timeout_secs
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs),
+        );
+        let guard = spawn_guard(shared, id, timeout, &cancel, &stop);
+        let running = Self {
+            id,
+            cancel,
+            stop,
+            timeout,
+            writer,
+            guard,
+        };
+        (running, Recorder::new(tx))
+    }
+
+    /// Stops the guard, waits until every event of `recorder` is stored and stops tracking the
+    /// run; returns why it was stopped (if it was) and its timeout, for [`conclude`].
+    pub(super) async fn end(self, shared: &Shared, recorder: Recorder) -> (StopReason, Duration) {
+        drop(recorder);
+        self.guard.abort();
+        let _ = self.writer.await;
+        shared.untrack_running(self.id);
+        (self.stop, self.timeout)
+    }
 }
 
 /// Records how a run ended — from how it was stopped (timeout, cancel, shutdown; a lost lease
