@@ -111,6 +111,13 @@ impl InfraDir {
         }
     }
 
+    /// The gate's swarm deploys keep the same records under `<data dir>/gate/<stack>/`.
+    pub fn for_gate(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("gate"),
+        }
+    }
+
     pub fn app_dir(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
