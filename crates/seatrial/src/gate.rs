@@ -2,7 +2,6 @@
 //! and `seatrial check migrations`: the same stage lines, summary, `--json` and `--junit`
 //! reports and exit codes as `seatrial test`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +11,10 @@ use seatrial_engine::{Engine, SwarmEngine};
 use seatrial_gate::config::{self, DatabaseCheck, MigrationsConfig};
 use seatrial_gate::redact::SecretUrl;
 use seatrial_gate::{DeployConfig, Deployer, GateReport, GateRun, SwarmDeployer};
-use seatrial_recipe::{SecretSlot, SecretValue};
-use seatrial_trial::infra::InfraHost;
 use seatrial_trial::infra::gate::CommitDeploy;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{self, Failure};
-use crate::secrets::SecretStore;
 use crate::trial::{StageProgress, print_summary, verdict, write_reports};
 
 #[derive(Debug, Args)]
@@ -159,7 +155,9 @@ async fn swarm_deployer(
         engine,
         seatrial_gate::swarm_app(stack, checkout, timeout),
         &crate::secrets::data_dir(),
-        Arc::new(GateHost),
+        Arc::new(crate::infra::Host {
+            progress: &print_progress,
+        }),
         cancel,
         &commit,
     );
@@ -180,24 +178,9 @@ fn head_commit(dir: &Path) -> Option<String> {
         .filter(|c| !c.is_empty())
 }
 
-/// The stack's secrets from the data directory's secret store (as `seatrial app deploy` and
-/// reconcile keep them); progress on stderr.
-struct GateHost;
-
-impl InfraHost for GateHost {
-    fn secrets(
-        &self,
-        stack: &str,
-        slots: &[SecretSlot],
-    ) -> Result<HashMap<String, SecretValue>, String> {
-        SecretStore::for_app(stack)
-            .values(slots, &HashMap::new())
-            .map_err(|f| f.message)
-    }
-
-    fn progress(&self, app: &str, line: &str) {
-        eprintln!("  {app}: {line}");
-    }
+/// A swarm gate's progress lines, on stderr under the stage line.
+fn print_progress(app: &str, line: &str) {
+    eprintln!("  {app}: {line}");
 }
 
 /// `seatrial check …`.

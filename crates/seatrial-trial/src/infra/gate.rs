@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use seatrial_engine::labels;
 use seatrial_engine::{Engine, NoProgress, UndeployOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -175,16 +174,7 @@ impl CommitDeploy {
         } else {
             String::new()
         };
-        let mut pending = Pending {
-            from: from.clone(),
-            to: self.target.clone(),
-            stateful,
-            step: Step::Started,
-            helper_image,
-            snapshot: None,
-            started_at: labels::now_rfc3339(),
-            failure: None,
-        };
+        let mut pending = Pending::new(from.clone(), self.target.clone(), stateful, helper_image);
         match r
             .upgrade_steps(&mut state, &mut pending, &volumes, deployed, &catalog)
             .await

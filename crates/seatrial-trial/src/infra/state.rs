@@ -69,6 +69,22 @@ pub struct Pending {
     pub failure: Option<String>,
 }
 
+impl Pending {
+    /// An upgrade from `from` to `to`, not started yet.
+    pub fn new(from: Release, to: Release, stateful: bool, helper_image: String) -> Self {
+        Self {
+            from,
+            to,
+            stateful,
+            step: Step::Started,
+            helper_image,
+            snapshot: None,
+            started_at: seatrial_engine::labels::now_rfc3339(),
+            failure: None,
+        }
+    }
+}
+
 /// The last thing reconcile did to an app.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastAction {
