@@ -1,5 +1,5 @@
-//! Deploying to production, waiting for readiness, and rolling back: the [`Deployer`] trait (the
-//! hook point for `kind = "swarm"`), its deploy-API implementation ([`HookDeployer`]), and the
+//! Deploying to production, waiting for readiness, and rolling back: the [`Deployer`] trait, its
+//! deploy-API implementation ([`HookDeployer`]; `kind = "swarm"` is in `swarm`), and the
 //! readiness poll that decides whether a deploy is good.
 
 use std::time::{Duration, Instant};
@@ -40,6 +40,11 @@ pub trait Deployer: Send + Sync {
     fn can_roll_back(&self) -> bool;
     /// Puts production back on the version before the deploy.
     async fn rollback(&self) -> Result<String, StageFailure>;
+    /// The app answered ready: the deploy is good (a deployer that keeps a last-good release
+    /// records it here). `Ok` carries the detail for the report.
+    async fn confirm(&self) -> Result<String, StageFailure> {
+        Ok(String::new())
+    }
 }
 
 /// `kind = "hook"`: a deploy API (Dokploy-style) called with a bearer token.

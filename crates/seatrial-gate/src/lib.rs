@@ -6,8 +6,9 @@
 //! trial's stages (seatrial-trial's [`StageReport`]), so the same terminal, JSON and JUnit reports
 //! show it.
 //!
-//! Hook points left for callers: `kind = "swarm"` deploys ([`GateRun::swarm`], a [`Deployer`]),
-//! alerts after a failed deploy, and storing runs (the report's `mode` is `"gate"`).
+//! `kind = "swarm"` deploys are [`SwarmDeployer`]s (the caller connects the engine). Hook points
+//! left for callers: alerts after a failed deploy, and storing runs (the report's `mode` is
+//! `"gate"`).
 
 mod checks;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod deploy;
 pub mod migrations;
 pub mod redact;
 mod sql_text;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::{ConfigError, DeployConfig, GateConfig, MigrationsConfig};
 pub use crate::deploy::{DeployError, Deployer, HookDeployer};
+pub use crate::swarm::{SwarmDeployer, swarm_app};
 pub use seatrial_trial::{StageReport, StageResult, TrialObserver, TrialResult};
 
 /// An observer that shows nothing (tests, callers that only want the report).
@@ -172,9 +175,9 @@ pub fn prepare_deployer(
             file,
             key: "gate.deploy.kind".into(),
             problem: format!(
-                "kind = \"swarm\" (stack `{stack}`) cannot deploy from `seatrial gate` yet"
+                "kind = \"swarm\" (stack `{stack}`) needs a Docker engine, which prepare_deployer does not connect"
             ),
-            fix: "use kind = \"hook\" with your deploy API for now, or run the gate without --deploy".into(),
+            fix: "build a SwarmDeployer (swarm_app + seatrial_trial::infra::gate::CommitDeploy) with a connected engine and pass it as GateRun::deployer".into(),
         }),
     }
 }
@@ -316,12 +319,34 @@ async fn deploy_stages(
             report,
             observer,
             "ready",
-            "not waited for: the deploy did not start",
+            "not waited for: the deploy did not pass",
         );
         false
     };
     if ready_passed {
-        return skip(report, observer, "rollback", "not needed: the app is ready");
+        let confirmed = deployer.confirm().await;
+        return match confirmed {
+            Ok(note) if note.is_empty() => {
+                skip(report, observer, "rollback", "not needed: the app is ready")
+            }
+            Ok(note) => skip(
+                report,
+                observer,
+                "rollback",
+                &format!("not needed: the app is ready; {note}"),
+            ),
+            Err(e) => {
+                record(
+                    report,
+                    None,
+                    observer,
+                    "rollback",
+                    "recording the release",
+                    Box::pin(async { Err(e) }),
+                )
+                .await;
+            }
+        };
     }
     if nothing_deployed {
         return skip(

@@ -2,12 +2,16 @@
 //! and `seatrial check migrations`: the same stage lines, summary, `--json` and `--junit`
 //! reports and exit codes as `seatrial test`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use seatrial_engine::{Engine, SwarmEngine};
 use seatrial_gate::config::{self, DatabaseCheck, MigrationsConfig};
 use seatrial_gate::redact::SecretUrl;
-use seatrial_gate::{GateReport, GateRun};
+use seatrial_gate::{DeployConfig, Deployer, GateReport, GateRun, SwarmDeployer};
+use seatrial_trial::infra::gate::CommitDeploy;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{self, Failure};
@@ -89,8 +93,14 @@ pub async fn run(args: GateArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| checkout.join("gate.toml"));
     let config = config::load(&path).map_err(|e| Failure::new(exit::BAD_INPUT, e.to_string()))?;
     let deploy = seatrial_gate::deploy_wanted(&config, args.reference.as_deref(), args.deploy);
-    let deployer = seatrial_gate::prepare_deployer(&config, deploy, |k| std::env::var(k).ok())
-        .map_err(|e| Failure::new(exit::BAD_INPUT, e.to_string()))?;
+    let cancel = CancellationToken::new();
+    let deployer = match (&config.deploy, &config.ready) {
+        (Some(DeployConfig::Swarm { stack }), Some(ready)) if deploy => {
+            Some(swarm_deployer(stack, &checkout, ready.timeout, &path, cancel.clone()).await?)
+        }
+        _ => seatrial_gate::prepare_deployer(&config, deploy, |k| std::env::var(k).ok())
+            .map_err(|e| Failure::new(exit::BAD_INPUT, e.to_string()))?,
+    };
     eprintln!(
         "gate {}{}: {}",
         checkout.display(),
@@ -104,7 +114,6 @@ pub async fn run(args: GateArgs) -> Result<(), Failure> {
             "checks and migrations only (no deploy)"
         }
     );
-    let cancel = CancellationToken::new();
     let signals = watch_signals(cancel.clone())?;
     let report = seatrial_gate::run(
         GateRun {
@@ -120,6 +129,58 @@ pub async fn run(args: GateArgs) -> Result<(), Failure> {
     .await;
     signals.abort();
     finish(&report, "gate", &args.json, &args.junit)
+}
+
+/// `kind = "swarm"`: the checkout's HEAD deployed as `stack` on the Docker engine seatrial
+/// reaches, recorded under `<data dir>/gate/<stack>/`.
+async fn swarm_deployer(
+    stack: &str,
+    checkout: &Path,
+    timeout: Duration,
+    config: &Path,
+    cancel: CancellationToken,
+) -> Result<Box<dyn Deployer>, Failure> {
+    let commit = head_commit(checkout).ok_or_else(|| {
+        Failure::new(
+            exit::BAD_INPUT,
+            format!(
+                "{}: gate.deploy.kind = \"swarm\" deploys the checkout's HEAD commit, but {} is not a git checkout with a commit; run the gate in the app's repository",
+                config.display(),
+                checkout.display()
+            ),
+        )
+    })?;
+    let engine: Arc<dyn Engine> = Arc::new(SwarmEngine::connect().await?);
+    let deploy = CommitDeploy::new(
+        engine,
+        seatrial_gate::swarm_app(stack, checkout, timeout),
+        &crate::secrets::data_dir(),
+        Arc::new(crate::infra::Host {
+            progress: &print_progress,
+        }),
+        cancel,
+        &commit,
+    );
+    Ok(Box::new(SwarmDeployer::new(deploy)))
+}
+
+fn head_commit(dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "HEAD"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .filter(|c| !c.is_empty())
+}
+
+/// A swarm gate's progress lines, on stderr under the stage line.
+fn print_progress(app: &str, line: &str) {
+    eprintln!("  {app}: {line}");
 }
 
 /// `seatrial check …`.

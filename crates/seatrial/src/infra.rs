@@ -69,9 +69,10 @@ pub fn parse_alerts(entries: Vec<toml::Value>) -> Result<Vec<AlertTarget>, Strin
         .collect()
 }
 
-/// App secrets from the data directory's secret store (as `seatrial app deploy` keeps them).
-struct Host<'a> {
-    progress: &'a (dyn Fn(&str, &str) + Send + Sync),
+/// App secrets from the data directory's secret store (as `seatrial app deploy` keeps them);
+/// progress lines to `progress`. The gate's swarm deploys use it too.
+pub(crate) struct Host<'a> {
+    pub(crate) progress: &'a (dyn Fn(&str, &str) + Send + Sync),
 }
 
 impl InfraHost for Host<'_> {

@@ -15,6 +15,7 @@
 
 pub mod config;
 mod deploy;
+pub mod gate;
 mod releases;
 pub mod state;
 mod upgrade;

@@ -69,6 +69,22 @@ pub struct Pending {
     pub failure: Option<String>,
 }
 
+impl Pending {
+    /// An upgrade from `from` to `to`, not started yet.
+    pub fn new(from: Release, to: Release, stateful: bool, helper_image: String) -> Self {
+        Self {
+            from,
+            to,
+            stateful,
+            step: Step::Started,
+            helper_image,
+            snapshot: None,
+            started_at: seatrial_engine::labels::now_rfc3339(),
+            failure: None,
+        }
+    }
+}
+
 /// The last thing reconcile did to an app.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastAction {
@@ -108,6 +124,13 @@ impl InfraDir {
     pub fn new(data_dir: &Path) -> Self {
         Self {
             root: data_dir.join("infra"),
+        }
+    }
+
+    /// The gate's swarm deploys keep the same records under `<data dir>/gate/<stack>/`.
+    pub fn for_gate(data_dir: &Path) -> Self {
+        Self {
+            root: data_dir.join("gate"),
         }
     }
 

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use seatrial_engine::labels;
 use seatrial_engine::{EngineError, NoProgress, SnapshotMeta, UndeployOptions, fmt_duration};
 use seatrial_recipe::git::Version;
 
@@ -80,16 +79,7 @@ impl Reconciler<'_> {
         } else {
             String::new()
         };
-        let mut pending = Pending {
-            from: from.clone(),
-            to: target.clone(),
-            stateful,
-            step: Step::Started,
-            helper_image,
-            snapshot: None,
-            started_at: labels::now_rfc3339(),
-            failure: None,
-        };
+        let mut pending = Pending::new(from.clone(), target.clone(), stateful, helper_image);
         let steps = self
             .upgrade_steps(state, &mut pending, &volumes, deployed, catalog)
             .await;
