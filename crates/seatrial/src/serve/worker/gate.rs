@@ -81,7 +81,7 @@ async fn prepare(shared: &Shared, run: &Run) -> Result<Prepared, (String, &'stat
         timeout: git::GIT_TIMEOUT,
         cancel: Some(flag),
     };
-    let (source, root) = (run.recipe.clone(), shared.config.data_dir.join("gate"));
+    let (source, root) = (run.recipe.clone(), shared.config.data_dir.join("checkouts"));
     let checkout =
         tokio::task::spawn_blocking(move || git::checkout_with(&source, &commit, &root, &stop))
             .await
@@ -111,6 +111,20 @@ async fn prepare(shared: &Shared, run: &Run) -> Result<Prepared, (String, &'stat
     let deploy = seatrial_gate::deploy_wanted(&config, run.reference.as_deref(), false);
     // The token comes from this server's environment; the deployer keeps it out of every
     // detail it writes.
+    if deploy
+        && matches!(
+            config.deploy,
+            Some(seatrial_gate::DeployConfig::Swarm { .. })
+        )
+    {
+        return Err((
+            format!(
+                "{}: gate.deploy.kind = \"swarm\" is deployed by `seatrial gate --deploy` on the command line; `seatrial serve` does not run swarm deploys yet — use kind = \"hook\" here, or leave this branch out of deploy_branches",
+                relative.display()
+            ),
+            "bad-input",
+        ));
+    }
     let deployer = seatrial_gate::prepare_deployer(&config, deploy, |k| std::env::var(k).ok())
         .map_err(|e| (e.to_string(), "bad-input"))?;
     Ok(Prepared {
