@@ -15,17 +15,19 @@
 #   /data                     the data directory (a volume), owned by 10001
 #
 # Usage: scripts/build-image.sh            (idempotent; an unchanged binary rebuilds from cache)
-# Needs: docker, binutils (objcopy), rustup (adds the musl target when missing), musl-tools (musl-gcc, for the C in
-# ring and SQLite), busybox-static; scripts/setup.sh installs them.
+#        IMAGE=name scripts/build-image.sh  (tags name:<version> and name:latest instead)
+# Needs: docker, binutils (objcopy), rustup (adds the musl target when missing), musl-tools
+# (musl-gcc, for the C in ring and SQLite), busybox-static; scripts/setup.sh installs them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 fail() { echo "build-image.sh: $*" >&2; exit 1; }
 target=x86_64-unknown-linux-musl
+# The image's name (IMAGE=… for a trial build beside the real one).
+image=${IMAGE:-seatrial}
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml)
 [ -n "$version" ] || fail "cannot read the workspace version from Cargo.toml"
 command -v docker >/dev/null || fail "docker not found; run scripts/setup.sh"
-command -v musl-gcc >/dev/null || fail "musl-gcc not found; install musl-tools (scripts/setup.sh does)"
 busybox=$(command -v busybox || true)
 # Static: no shared library to load (`ldd` lists none with "=>"; it says "statically linked" or
 # "not a dynamic executable").
@@ -33,16 +35,26 @@ static() { ! ldd "$1" 2>&1 | grep -q "=>"; }
 [ -n "$busybox" ] && static "$busybox" \
   || fail "a static busybox is needed for /bin/sh; install busybox-static"
 command -v objcopy >/dev/null || fail "objcopy not found; install binutils"
-if ! rustup target list --installed | grep -qx "$target"; then
+# The static musl build needs the Rust target and musl-gcc. Where the target cannot be had (a
+# machine that reaches no toolchain download), the binary is built for the host's glibc instead
+# and the image carries the glibc libraries it loads (it has them already, for git) — said loudly.
+if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   echo "build-image.sh: adding the Rust target $target" >&2
-  rustup target add "$target" >&2 || fail "cannot add the Rust target $target (rustup target add $target)"
+  rustup target add "$target" >&2 \
+    || { echo "build-image.sh: warning: cannot add the Rust target $target; building for the host's glibc instead (not static)" >&2; target=x86_64-unknown-linux-gnu; }
+fi
+if [ "$target" != x86_64-unknown-linux-gnu ] && ! command -v musl-gcc >/dev/null; then
+  echo "build-image.sh: warning: musl-gcc not found (install musl-tools; scripts/setup.sh does); building for the host's glibc instead (not static)" >&2
+  target=x86_64-unknown-linux-gnu
 fi
 
-echo "build-image.sh: building the static binary (cargo build --release --target $target)" >&2
+echo "build-image.sh: building the binary (cargo build --release --target $target)" >&2
 cargo build --release --locked --quiet --target "$target" -p seatrial
 bin=${CARGO_TARGET_DIR:-target}/$target/release/seatrial
 [ -x "$bin" ] || fail "the build left no binary at $bin"
-static "$bin" || fail "$bin is dynamically linked; the image needs a static binary"
+if [ "$target" = x86_64-unknown-linux-musl ]; then
+  static "$bin" || fail "$bin is dynamically linked; a musl build must be static"
+fi
 # Split debug info: the image gets the binary without it (and a link naming its debug file);
 # the debug info — line tables of seatrial's code, full for the C in SQLite and ring — stays
 # next to the build as seatrial.debug, for a debugger or a symbolizer.
@@ -90,6 +102,12 @@ for f in /usr/bin/git-upload-pack /usr/bin/git-receive-pack /usr/bin/git-upload-
   /usr/lib/git-core/git-remote-https /usr/lib/git-core/git-upload-pack; do
   copy "$f"
 done
+# A glibc build (the fallback above) brings the libraries it loads.
+if ! static "$bin.shipped"; then
+  while read -r lib; do copy "$lib"; done < <(ldd "$bin.shipped" | awk '/=> \//{print $3} /^\t\//{print $1}')
+fi
+# git's templates (an init or a clone warns without them).
+[ -d /usr/share/git-core/templates ] && copy /usr/share/git-core/templates
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/" \
   || fail "no CA bundle at /etc/ssl/certs/ca-certificates.crt; install ca-certificates"
 # busybox-static: /bin/sh (git fetches from a local path through it; recipes' tests are shell
@@ -117,9 +135,9 @@ if ! out=$(DOCKER_BUILDKIT=0 docker build -q \
   --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
   --build-arg "CREATED=$created" --build-arg "GIT_VERSION=$git_version" \
   --build-arg "DOCKER_VERSION=$docker_version" \
-  -t "seatrial:$version" -t seatrial:latest "$ctx" 2>&1); then
+  -t "$image:$version" -t "$image:latest" "$ctx" 2>&1); then
   printf '%s\n' "$out" >&2
   fail "docker build failed (output above)"
 fi
-size=$(docker image inspect -f '{{.Size}}' "seatrial:$version")
-echo "build-image.sh: built seatrial:$version and seatrial:latest ($((size / 1024 / 1024)) MiB; binary $(($(stat -c %s "$bin.shipped") / 1024 / 1024)) MiB; its debug info in $bin.debug)" >&2
+size=$(docker image inspect -f '{{.Size}}' "$image:$version")
+echo "build-image.sh: built $image:$version and $image:latest ($((size / 1024 / 1024)) MiB; binary $(($(stat -c %s "$bin.shipped") / 1024 / 1024)) MiB; its debug info in $bin.debug)" >&2
