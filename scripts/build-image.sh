@@ -40,7 +40,8 @@ command -v objcopy >/dev/null || fail "objcopy not found; install binutils"
 # and the image carries the glibc libraries it loads (it has them already, for git) — said loudly.
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   echo "build-image.sh: adding the Rust target $target" >&2
-  rustup target add "$target" >&2 \
+  # Bounded: a machine that reaches no toolchain download must not wait on rustup's retries.
+  timeout 300 rustup target add "$target" >&2 \
     || { echo "build-image.sh: warning: cannot add the Rust target $target; building for the host's glibc instead (not static)" >&2; target=x86_64-unknown-linux-gnu; }
 fi
 if [ "$target" != x86_64-unknown-linux-gnu ] && ! command -v musl-gcc >/dev/null; then
