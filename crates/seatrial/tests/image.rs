@@ -237,6 +237,18 @@ fn seatrial_test_trials_the_seatrial_recipe_on_the_engine() {
     let data = scratch("image-recipe");
     let report = data.join("report.json");
     let recipe = repo_root().join("deploy/seatrial");
+    // The recipe is clean by seatrial's own linter, every overlay included.
+    let o = Command::new(env!("CARGO_BIN_EXE_seatrial"))
+        .arg("lint")
+        .arg(&recipe)
+        .env("SEATRIAL_DATA_DIR", &data)
+        .output()
+        .expect("seatrial lint");
+    assert!(
+        o.status.success() && text(&o).contains("0 error(s), 0 warning(s)"),
+        "seatrial lint deploy/seatrial: {}",
+        text(&o)
+    );
     let gid = format!("DOCKER_GID={}", socket_group());
     let o = Command::new(env!("CARGO_BIN_EXE_seatrial"))
         .arg("test")
