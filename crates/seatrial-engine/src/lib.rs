@@ -243,6 +243,11 @@ pub struct EngineInfo {
     pub host: String,
     pub server_version: String,
     pub api_version: String,
+    /// The swarm node ID of the engine seatrial talks to (empty where there is no swarm).
+    pub node_id: String,
+    /// How many nodes the swarm has (1 on a single-node swarm). On more than one, tasks may run
+    /// where this host cannot reach them: see the probe and volume rules in docs/cluster.md.
+    pub nodes: u64,
 }
 
 /// A deploy target: deploy, converge, undeploy and inspect stacks — and snapshot and restore

@@ -105,6 +105,8 @@ impl Engine for FakeEngine {
             host: "fake".to_owned(),
             server_version: "fake".to_owned(),
             api_version: "fake".to_owned(),
+            node_id: "fake-node".to_owned(),
+            nodes: 1,
         })
     }
 

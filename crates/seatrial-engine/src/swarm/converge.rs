@@ -185,7 +185,12 @@ impl SwarmEngine {
                         // With a healthcheck, a task counts only while its container is
                         // healthy: Swarm has been seen to report a never-healthy task as
                         // running for a moment, and a healthy task is what counts at once.
-                        && (!healthcheck || self.container_healthy(t).await)
+                        // A task on another node has no container this engine can inspect;
+                        // its agent reports it running only once its healthcheck passed
+                        // (`starting` until then), and the task list comes from the manager.
+                        && (!healthcheck
+                            || !self.is_local(t.node_id.as_deref())
+                            || self.container_healthy(t).await)
                 };
                 if done {
                     let slot = match t.slot {
@@ -435,6 +440,29 @@ impl SwarmEngine {
             .and_then(|t| t.status.as_ref())
             .and_then(|s| s.container_status.as_ref())
             .and_then(|c| c.container_id.clone());
+        let node = task.and_then(|t| t.node_id.clone());
+        if let Some(node) = node.as_deref().filter(|n| !self.is_local(Some(n))) {
+            // Its container is on another node: what the manager knows (the task's error and
+            // its logs, which the manager fetches from that node's agent), and where it ran.
+            let name = self.node_name(node).await;
+            task_error_text = Some(match task_error_text {
+                Some(t) => format!("{t} (on node {name})"),
+                None => format!("on node {name}"),
+            });
+            let logs = match task.and_then(|t| t.id.as_deref()) {
+                Some(id) => self.tail_task_logs(id, options.log_lines).await,
+                None => Vec::new(),
+            };
+            return EngineError::Failed(Box::new(AppFailure {
+                stack: stack.to_owned(),
+                service: service.to_owned(),
+                reason,
+                task_error: task_error_text,
+                health_output: None,
+                logs,
+                others,
+            }));
+        }
         let (health_output, logs) = match container {
             Some(id) => {
                 let exit = self.container_exit(&id).await;
@@ -495,16 +523,43 @@ impl SwarmEngine {
         }
     }
 
+    /// A node's hostname (its ID when it cannot be inspected).
+    async fn node_name(&self, node: &str) -> String {
+        self.docker
+            .inspect_node(node)
+            .await
+            .ok()
+            .and_then(|n| n.description)
+            .and_then(|d| d.hostname)
+            .unwrap_or_else(|| node.to_owned())
+    }
+
     pub(crate) async fn tail_logs(&self, container: &str, lines: usize) -> Vec<String> {
-        let mut stream = self.docker.logs(
-            container,
-            Some(LogsOptions {
-                stdout: true,
-                stderr: true,
-                tail: lines.to_string(),
-                ..Default::default()
-            }),
-        );
+        let stream = self.docker.logs(container, Some(Self::log_options(lines)));
+        Self::last_lines(stream, lines).await
+    }
+
+    /// The last log lines of a task, through the manager (for a task on another node).
+    async fn tail_task_logs(&self, task: &str, lines: usize) -> Vec<String> {
+        let stream = self.docker.task_logs(task, Some(Self::log_options(lines)));
+        Self::last_lines(stream, lines).await
+    }
+
+    fn log_options(lines: usize) -> LogsOptions {
+        LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        }
+    }
+
+    async fn last_lines(
+        mut stream: impl futures_util::Stream<
+            Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+        > + Unpin,
+        lines: usize,
+    ) -> Vec<String> {
         let mut text = String::new();
         let fetch = async {
             while let Some(Ok(chunk)) = stream.next().await {

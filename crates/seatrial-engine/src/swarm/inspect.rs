@@ -26,11 +26,26 @@ impl SwarmEngine {
                 host: self.host.clone(),
                 message: e.to_string(),
             })?;
+        let nodes = self.node_count().await?;
         Ok(EngineInfo {
             host: self.host.clone(),
             server_version: version.version.unwrap_or_default(),
             api_version: self.docker.client_version().to_string(),
+            node_id: self.node_id.clone(),
+            nodes,
         })
+    }
+
+    /// How many nodes the swarm has now (nodes join and leave while a server runs).
+    pub(crate) async fn node_count(&self) -> Result<u64> {
+        let info = self.docker.info().await.map_err(EngineError::api(
+            "asking the engine how many nodes its swarm has",
+        ))?;
+        Ok(info
+            .swarm
+            .and_then(|s| s.nodes)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(1))
     }
 
     /// The addresses of the stack's running task containers on `docker_gwbridge`.

@@ -40,6 +40,9 @@ pub struct SwarmEngine {
     /// Whether snapshots may read a plain local volume from its mountpoint (see
     /// [`SwarmEngine::with_local_snapshots`]).
     local_snapshots: bool,
+    /// The swarm node ID of this engine: its own tasks' containers are the only ones it can
+    /// inspect, stop or read from; tasks elsewhere are seen through the manager's task list.
+    node_id: String,
 }
 
 fn is_not_found(e: &BollardError) -> bool {
@@ -127,6 +130,7 @@ impl SwarmEngine {
             host: host.clone(),
             image_health: std::sync::Arc::default(),
             local_snapshots: true,
+            node_id: String::new(),
         };
         // Podman answers the Docker API, and its `info` says "swarm inactive": name it before
         // the swarm check would tell the user to `docker swarm init` (Podman has no swarm).
@@ -144,6 +148,7 @@ impl SwarmEngine {
             .await
             .map_err(|e| unreachable(why(&e)))?;
         let swarm = info.swarm.unwrap_or_default();
+        let node_id = swarm.node_id.clone().unwrap_or_default();
         let active = swarm.local_node_state == Some(LocalNodeState::ACTIVE);
         if !active || swarm.control_available != Some(true) {
             let state = swarm
@@ -159,7 +164,7 @@ impl SwarmEngine {
                 state,
             });
         }
-        Ok(engine)
+        Ok(Self { node_id, ..engine })
     }
 
     /// What [`Engine::check_plan`] checks for a swarm, without reaching an engine: whether
@@ -186,6 +191,17 @@ impl SwarmEngine {
 
     pub(crate) fn local_snapshots(&self) -> bool {
         self.local_snapshots && self.host.starts_with("unix://")
+    }
+
+    /// The swarm node ID of the engine this talks to.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Whether a task on `node` has its container on the engine this talks to (where it can be
+    /// inspected, stopped and read).
+    pub(crate) fn is_local(&self, node: Option<&str>) -> bool {
+        node.is_some_and(|n| n == self.node_id)
     }
 
     /// The engine's address (`DOCKER_HOST`, or the local socket).
