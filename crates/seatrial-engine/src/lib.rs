@@ -190,7 +190,10 @@ impl Default for UndeployOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UndeployRemaining {
     pub services: usize,
+    /// Containers on the node seatrial talks to.
     pub containers: usize,
+    /// Tasks on other nodes the manager still lists (their containers are there until then).
+    pub remote_tasks: usize,
     pub networks: usize,
     pub volumes: usize,
     pub secrets: usize,

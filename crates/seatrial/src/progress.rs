@@ -101,13 +101,14 @@ impl ProgressObserver for Reporter {
         for (n, what) in [
             (r.services, "service"),
             (r.containers, "container"),
+            (r.remote_tasks, "task on another node"),
             (r.networks, "network"),
             (r.volumes, "volume"),
             (r.secrets, "secret"),
             (r.configs, "config"),
         ] {
             if n > 0 {
-                parts.push(format!("{n} {what}{}", if n == 1 { "" } else { "s" }));
+                parts.push(plural(n, what));
             }
         }
         if parts.is_empty() {
@@ -115,5 +116,19 @@ impl ProgressObserver for Reporter {
         } else {
             self.show(format!("waiting until gone: {}", parts.join(", ")));
         }
+    }
+}
+
+/// `1 service`, `2 services`, `2 tasks on other nodes`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        return format!("{n} {what}");
+    }
+    match what.split_once(' ') {
+        Some((noun, rest)) => format!(
+            "{n} {noun}s {}",
+            rest.replace("another node", "other nodes")
+        ),
+        None => format!("{n} {what}s"),
     }
 }

@@ -244,6 +244,7 @@ impl State {
         UndeployRemaining {
             services: services.len(),
             containers: services.iter().filter(|s| s.look(now).container).count(),
+            remote_tasks: 0,
             networks: count(&self.networks),
             volumes: if data {
                 self.volumes_of(stack).len()

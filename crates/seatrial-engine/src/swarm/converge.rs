@@ -17,7 +17,7 @@ use super::SwarmEngine;
 use super::inventory::stack_filter;
 use crate::error::{AppFailure, EngineError, FailureReason};
 use crate::stability::{Stability, Step};
-use crate::swarm::pulse::Pulse;
+use crate::swarm::pulse::{Pulse, REMOTE_POLL};
 use crate::{ConvergeOptions, ConvergeReport, ProgressObserver, ServiceStatus};
 
 #[derive(Default)]
@@ -30,6 +30,8 @@ struct ContainerExit {
 pub(crate) struct Snapshot {
     pub services: Vec<ServiceStatus>,
     pub failure: Option<(String, FailureReason)>,
+    /// Whether some task runs (or is placed) on another node than the engine's own.
+    pub remote: bool,
 }
 
 fn update_state_name(s: &ServiceUpdateStatusStateEnum) -> Option<&'static str> {
@@ -271,9 +273,14 @@ impl SwarmEngine {
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        let remote = tasks.iter().any(|t| {
+            t.node_id.as_deref().is_some_and(|n| !n.is_empty())
+                && !self.is_local(t.node_id.as_deref())
+        });
         Ok(Snapshot {
             services: out,
             failure,
+            remote,
         })
     }
 
@@ -360,6 +367,9 @@ impl SwarmEngine {
                     !options.until_update_completed,
                 )
                 .await?;
+            if snap.remote {
+                pulse.poll_at_most(REMOTE_POLL);
+            }
             if snap.services.is_empty() {
                 return Err(EngineError::StackNotFound {
                     stack: stack.to_owned(),

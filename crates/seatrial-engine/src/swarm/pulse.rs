@@ -22,7 +22,12 @@ pub(crate) struct Pulse {
     rx: mpsc::Receiver<()>,
     reader: JoinHandle<()>,
     poll: Duration,
+    max_poll: Duration,
 }
+
+/// The polling interval while tasks run on other nodes: their containers' events reach only
+/// their own engine, so nothing wakes this one up when they change.
+pub(crate) const REMOTE_POLL: Duration = Duration::from_millis(250);
 
 impl Pulse {
     /// Subscribes to service, container, network and volume events that concern `stack`.
@@ -60,7 +65,14 @@ impl Pulse {
             rx,
             reader,
             poll: MIN_POLL,
+            max_poll: MAX_POLL,
         }
+    }
+
+    /// Polls at least every `interval` from now on (for stacks with tasks on other nodes).
+    pub(crate) fn poll_at_most(&mut self, interval: Duration) {
+        self.max_poll = interval.min(MAX_POLL);
+        self.poll = self.poll.min(self.max_poll);
     }
 
     /// Waits for a relevant event, the next poll, or `until`, whichever comes first.
@@ -77,7 +89,7 @@ impl Pulse {
                 }
             }
             _ = tokio::time::sleep_until(poll_at.min(until)) => {
-                self.poll = (self.poll * 2).min(MAX_POLL);
+                self.poll = (self.poll * 2).min(self.max_poll);
             }
         }
     }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::inventory::{Kind, Listed, Removable};
-use super::pulse::Pulse;
+use super::pulse::{Pulse, REMOTE_POLL};
 use super::{SWARM_SERVICE_NAME, SwarmEngine, is_not_found};
 use crate::{
     EngineError, ProgressObserver, Result, UndeployOptions, UndeployRemaining, UndeployReport,
@@ -26,6 +26,13 @@ use crate::{
 const SETTLE: Duration = Duration::from_secs(2);
 /// Swarm's stop grace period when a service sets none.
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long after the manager stops listing a task on another node its container may still
+/// exist there: the node's agent reports the task shut down, then deletes the container only
+/// after waiting 2 s for the service's DNS entries to leave the gossip (Docker's
+/// `defaultGossipConvergeDelay`, applied again on removal). Measured: 2.2 s after the task went.
+/// The manager cannot see another node's containers, so this is waited for (with a margin for a
+/// loaded node), not observed.
+const REMOTE_CONTAINER_REMOVAL: Duration = Duration::from_millis(3500);
 
 /// What a removal deletes: exactly the named objects (the cleanup of a failed deploy), or the
 /// whole stack as listed at each look (undeploy) — an agent creates a task's volume when it
@@ -72,6 +79,16 @@ impl Targets {
     }
 }
 
+/// What deleting services left to wait for.
+#[derive(Debug, Default)]
+struct Deleted {
+    /// An agent may still create a container for one of them.
+    in_flight: bool,
+    /// One had a task (of any state) on another node: its container is there until its agent
+    /// deletes it.
+    remote: bool,
+}
+
 impl SwarmEngine {
     /// Removes the stack; see [`crate::Engine::undeploy`].
     pub(super) async fn undeploy_stack(
@@ -109,6 +126,7 @@ impl SwarmEngine {
         Ok(UndeployRemaining {
             services: self.in_stack::<Service>(stack).await?.len(),
             containers: self.in_stack::<ContainerSummary>(stack).await?.len(),
+            remote_tasks: self.remote_tasks(stack).await?,
             networks: self.targeted::<Network>(stack, targets).await?.len(),
             volumes: self.targeted::<Volume>(stack, targets).await?.len(),
             secrets: self.targeted::<Secret>(stack, targets).await?.len(),
@@ -116,16 +134,36 @@ impl SwarmEngine {
         })
     }
 
+    /// Tasks of the stack on other nodes that the manager still lists: until it forgets them,
+    /// their agents have not stopped their containers (and those may hold the stack's
+    /// networks). Tasks on this node are covered by its containers, which are stopped here.
+    async fn remote_tasks(&self, stack: &str) -> Result<usize> {
+        let tasks = self
+            .docker
+            .list_tasks(Some(ListTasksOptions {
+                filters: Some(super::inventory::stack_filter(stack)),
+            }))
+            .await
+            .map_err(EngineError::api(format!(
+                "listing the tasks of stack `{stack}`"
+            )))?;
+        Ok(tasks
+            .iter()
+            .filter(|t| t.node_id.as_deref().is_some_and(|n| !n.is_empty()))
+            .filter(|t| !self.is_local(t.node_id.as_deref()))
+            .count())
+    }
+
     /// Deletes the named services (remembering their stop grace periods for
-    /// [`Self::stop_orphans`]); `true` when an agent may still create a container for one of
-    /// them (see [`Self::containers_in_flight`]).
+    /// [`Self::stop_orphans`]). Says whether an agent may still create a container for one of
+    /// them (see [`Self::containers_in_flight`]) and whether one had a task on another node.
     async fn delete_services(
         &self,
         stack: &str,
         names: &[String],
         grace: &mut HashMap<String, Duration>,
         report: &mut UndeployReport,
-    ) -> Result<bool> {
+    ) -> Result<Deleted> {
         let mut removing = Vec::new();
         for name in names {
             if let Ok(svc) = self.docker.inspect_service(name, None).await {
@@ -142,11 +180,14 @@ impl SwarmEngine {
             }
         }
         // Asked before the services go: afterwards their tasks are no longer listed.
-        let in_flight = match self.containers_in_flight(&removing).await {
-            Ok(b) => b,
+        let deleted = match self.containers_in_flight(&removing).await {
+            Ok(d) => d,
             Err(e) => {
                 debug!(%stack, error = %e, "cannot tell whether tasks are starting; assuming so");
-                true
+                Deleted {
+                    in_flight: true,
+                    remote: true,
+                }
             }
         };
         for name in names {
@@ -156,16 +197,16 @@ impl SwarmEngine {
                 Err(e) => return Err(EngineError::api(format!("removing service `{name}`"))(e)),
             }
         }
-        Ok(in_flight)
+        Ok(deleted)
     }
 
     /// Whether an agent may still create a container (and with it the task's volumes) for one
     /// of `services`: a task that should run but has no container yet, or a service whose
     /// orchestrator has not made its tasks yet.
-    async fn containers_in_flight(&self, services: &[Service]) -> Result<bool> {
+    async fn containers_in_flight(&self, services: &[Service]) -> Result<Deleted> {
         let ids: Vec<String> = services.iter().filter_map(|s| s.id.clone()).collect();
         if ids.is_empty() {
-            return Ok(false);
+            return Ok(Deleted::default());
         }
         let tasks = self
             .docker
@@ -190,11 +231,20 @@ impl SwarmEngine {
                     )
                 )
         };
+        // Failed and finished tasks too: their containers stay on their node until the task
+        // is deleted, which happens as soon as the service goes.
+        let remote = tasks.iter().any(|t| {
+            t.node_id.as_deref().is_some_and(|n| !n.is_empty())
+                && !self.is_local(t.node_id.as_deref())
+        });
         if tasks.iter().any(before_container) {
-            return Ok(true);
+            return Ok(Deleted {
+                in_flight: true,
+                remote,
+            });
         }
         // A service that wants tasks but has none yet: its orchestrator is about to make them.
-        Ok(services.iter().any(|s| {
+        let in_flight = services.iter().any(|s| {
             let wants = s
                 .spec
                 .as_ref()
@@ -202,7 +252,8 @@ impl SwarmEngine {
                 .and_then(|m| m.replicated.as_ref())
                 .is_none_or(|r| r.replicas != Some(0));
             wants && !tasks.iter().any(|t| t.service_id == s.id)
-        }))
+        });
+        Ok(Deleted { in_flight, remote })
     }
 
     /// Removes services, then — once their containers are gone — networks, secrets, configs
@@ -226,16 +277,28 @@ impl SwarmEngine {
             Some(_) => self.service_names(stack).await?,
             None => targets.services.clone(),
         };
-        let mut in_flight = self
+        let deleted = self
             .delete_services(stack, &names, &mut grace, &mut report)
-            .await?
-            || settle;
+            .await?;
+        let mut in_flight = deleted.in_flight || settle;
         let mut stopped = HashSet::new();
         self.stop_orphans(stack, &grace, &mut stopped).await?;
+        // When a task on another node was last listed: its container outlives it briefly.
+        let mut remote_seen = deleted.remote.then(Instant::now);
         loop {
             let left = self.remaining(stack, &targets).await?;
             observer.undeploy(&left);
+            if left.remote_tasks > 0 {
+                remote_seen = Some(Instant::now());
+                pulse.poll_at_most(REMOTE_POLL);
+            }
             if left.is_empty() {
+                if let Some(seen) = remote_seen.take() {
+                    // The last containers on other nodes are deleted by their agents shortly
+                    // after the manager forgets their tasks; then look once more.
+                    tokio::time::sleep_until((seen + REMOTE_CONTAINER_REMOVAL).min(deadline)).await;
+                    continue;
+                }
                 // Nothing new for a moment (no event of the stack's containers or volumes and
                 // still nothing listed): now it is really all gone.
                 if !in_flight
@@ -258,8 +321,12 @@ impl SwarmEngine {
                 let mut late = self.service_names(stack).await?;
                 late.retain(|n| !report.removed_services.contains(n));
                 if !late.is_empty() {
-                    self.delete_services(stack, &late, &mut grace, &mut report)
+                    let late = self
+                        .delete_services(stack, &late, &mut grace, &mut report)
                         .await?;
+                    if late.remote {
+                        remote_seen = Some(Instant::now());
+                    }
                     // Its tasks were just being made: containers may follow.
                     in_flight = true;
                 }
@@ -268,8 +335,9 @@ impl SwarmEngine {
                 // Containers an agent created after the first pass.
                 self.stop_orphans(stack, &grace, &mut stopped).await?;
             }
-            if left.services == 0 && left.containers == 0 {
-                // Networks, volumes, secrets and configs go once nothing uses them.
+            if left.services == 0 && left.containers == 0 && left.remote_tasks == 0 {
+                // Networks, volumes, secrets and configs go once nothing uses them on any
+                // node: the manager would remove a network a task elsewhere still uses.
                 self.remove_unused(stack, &targets, &mut report).await?;
                 if self.remaining(stack, &targets).await?.is_empty() {
                     continue;
