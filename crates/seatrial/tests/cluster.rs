@@ -247,3 +247,79 @@ services:
     assert_eq!(on_node(&c.worker, &name), Vec::<String>::new(), "worker");
     assert_eq!(on_node(&c.manager, &name), Vec::<String>::new(), "manager");
 }
+
+/// Kills `seatrial test` once its app runs on both nodes; `seatrial janitor`, talking to the
+/// manager only, must then leave nothing of it on either node.
+#[test]
+fn janitor_reaps_what_a_killed_trial_left_on_the_worker() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    let c = cluster();
+    let data = scratch("janitor");
+    let dir = recipe(&data.join("recipe"), HEALTHY_TWO);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seatrial"))
+        .args(["test", &dir, "--timeout", "2m"])
+        .env("DOCKER_HOST", &c.manager)
+        .env("SEATRIAL_DATA_DIR", &data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("seatrial test");
+    // Read on a thread that keeps reading: a closed pipe would end the trial by itself.
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stack = None;
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) {
+        seen.push(line.clone());
+        if stack.is_none() {
+            // "▶ install: deploying … as stack `tr-…`" (or any line naming the stack).
+            stack = line
+                .split('`')
+                .find(|w| w.starts_with("tr-"))
+                .map(str::to_owned);
+        }
+        if line.contains("install passed") {
+            break;
+        }
+    }
+    let stack = stack.unwrap_or_else(|| panic!("the trial named no stack: {seen:#?}"));
+    let service = format!("{stack}_web");
+    assert_eq!(task_nodes(&c, &service), ["c1", "c2"], "{seen:#?}");
+    // kill -9 of its whole process group: no teardown at all.
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let _ = child.wait();
+    assert!(
+        !on_node(&c.worker, &stack).is_empty(),
+        "the killed trial left its task on the worker"
+    );
+    let out = seatrial(&c, &data, &["janitor"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(said(&out).contains(&stack), "{}", said(&out));
+    assert_eq!(on_node(&c.worker, &stack), Vec::<String>::new(), "worker");
+    assert_eq!(on_node(&c.manager, &stack), Vec::<String>::new(), "manager");
+    assert_eq!(
+        docker(
+            &c.manager,
+            &[
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.stack.namespace={stack}")
+            ]
+        ),
+        ""
+    );
+}
