@@ -4,6 +4,7 @@
 #   scripts/cluster.sh up     # start it (idempotent); prints the manager's DOCKER_HOST
 #   scripts/cluster.sh down   # remove every trace of it (idempotent)
 #   scripts/cluster.sh status # what runs
+#   scripts/cluster.sh host-state  # the host engine's objects (the test command checks they stay)
 #
 # Each node is its own dockerd in its own network namespace (c1, c2) with its own hostname, data
 # root, exec root and socket; a veth pair joins the namespaces (10.77.0.1 and 10.77.0.2). c1 is
@@ -153,6 +154,15 @@ case "${1:-}" in
     for n in "${NODES[@]}"; do ip netns del "$n" 2>/dev/null || true; done
     log "down: no cluster daemon, namespace or data left"
     ;;
+  host-state)
+    # What of the host's own engine the cluster and the tests must leave as it was: its swarm,
+    # and every service, container, network, volume, secret and config (images may be added).
+    docker info --format 'swarm {{.Swarm.NodeID}} {{.Swarm.LocalNodeState}}'
+    for kind in service network volume secret config; do
+      docker "$kind" ls -q | sed "s/^/$kind /"
+    done
+    docker ps -aq --no-trunc | sed 's/^/container /'
+    ;;
   status)
     for n in "${NODES[@]}"; do
       if answers "$n"; then
@@ -164,7 +174,7 @@ case "${1:-}" in
     answers c1 && node_docker c1 node ls || true
     ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|host-state" >&2
     exit 2
     ;;
 esac

@@ -31,6 +31,11 @@ command -v musl-gcc >/dev/null 2>&1 || need_pkgs+=(musl-tools)
 command -v git >/dev/null 2>&1 || need_pkgs+=(git)
 command -v objcopy >/dev/null 2>&1 || need_pkgs+=(binutils)
 dpkg -s ca-certificates >/dev/null 2>&1 || need_pkgs+=(ca-certificates)
+# The two-node cluster of the cluster tests (scripts/cluster.sh): network namespaces and veth
+# pairs (iproute2), nsenter/unshare (util-linux), pkill (procps).
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v pkill >/dev/null 2>&1 || need_pkgs+=(procps)
 # The systemd unit's test checks it with systemd-analyze.
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -18,5 +18,22 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # recipe (deploy/seatrial) run this image.
 echo "test: scripts/build-image.sh" >&2
 scripts/build-image.sh
+# A real two-node swarm beside the host's engine for the cluster tests (crates/seatrial/tests/
+# cluster*.rs); always taken down again. The host's engine must come out of the whole run as it
+# went in: no object left behind by any test, its swarm untouched by the cluster's.
+echo "test: scripts/cluster.sh up" >&2
+host_before=$(scripts/cluster.sh host-state)
+trap 'scripts/cluster.sh down' EXIT
+eval "$(scripts/cluster.sh up | grep '^DOCKER_HOST=' | sed 's/^DOCKER_HOST=/SEATRIAL_TEST_CLUSTER=/')"
+export SEATRIAL_TEST_CLUSTER
+export SEATRIAL_TEST_CLUSTER_WORKER=unix:///run/docker-c2.sock
 echo "test: cargo test" >&2
 cargo test --workspace --locked
+scripts/cluster.sh down
+trap - EXIT
+host_after=$(scripts/cluster.sh host-state)
+if [ "$host_before" != "$host_after" ]; then
+  echo "test: the host's engine changed during the tests (before → after):" >&2
+  diff <(echo "$host_before") <(echo "$host_after") >&2 || true
+  exit 1
+fi
