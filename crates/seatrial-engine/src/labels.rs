@@ -21,6 +21,9 @@ pub const VERSION: &str = "io.seatrial.version";
 pub const VOLUME: &str = "io.seatrial.volume";
 /// [`KIND`] of the created-but-never-started containers that stream a volume in or out.
 pub const KIND_SNAPSHOT_HELPER: &str = "snapshot-helper";
+/// On a service pinned to the manager's node because it mounts a volume or host path: the
+/// constraint and why (volumes are node-local; docs/cluster.md, "Volumes").
+pub const PINNED: &str = "io.seatrial.pinned";
 /// `true` when the recipe had uncommitted changes at deploy time.
 pub const DIRTY: &str = "io.seatrial.dirty";
 

@@ -31,8 +31,10 @@ impl SwarmEngine {
         plan: &StackPlan,
         options: &DeployOptions,
     ) -> Result<DeployOutcome> {
-        let specs = convert::convert(plan)?;
+        let mut specs = convert::convert(plan)?;
         let existing = self.in_stack::<Service>(&plan.stack).await?;
+        // Volumes are node-local: pin what holds data to this manager's node, or refuse.
+        self.pin_node_local(plan, &mut specs, &existing).await?;
         self.preflight(plan, &specs, options, &existing).await?;
         let volumes_before: HashSet<String> = self.volume_names(&plan.stack).await?;
         let mut outcome = DeployOutcome::default();

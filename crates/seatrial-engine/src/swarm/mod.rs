@@ -7,12 +7,15 @@
 //! - [`remove`]: undeploy, and wait until everything of the stack is really gone;
 //! - [`inspect`]: engine facts, task addresses, image ports, exec, deployed labels;
 //! - [`inventory`]: list (and remove) a stack's objects of each kind, by label or name;
+//! - [`placement`]: volumes are node-local, so services with volumes are pinned to the
+//!   manager's node on a multi-node swarm (or refused when they cannot run there);
 //! - [`pulse`]: wake up on the engine's events of a stack, with a bounded polling fallback.
 
 mod converge;
 mod deploy;
 mod inspect;
 mod inventory;
+mod placement;
 mod pulse;
 mod remove;
 
