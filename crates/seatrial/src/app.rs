@@ -110,6 +110,8 @@ async fn deploy(args: DeployArgs) -> Result<(), Failure> {
             if first_deploy
                 && nothing_deployed
                 && let Err(rm) = std::fs::remove_dir_all(&app_dir)
+                // An app without secrets never had a directory: nothing to remove.
+                && rm.kind() != std::io::ErrorKind::NotFound
             {
                 eprintln!(
                     "warning: cannot remove the generated secrets in {}: {rm}",

@@ -180,8 +180,8 @@ pub(crate) fn pin(key: &str, svc: &mut ServicePlan, node: &NodeFacts) -> Vec<Fin
     let what = mounts.join(", ");
     let service = &svc.name;
     let why = format!(
-        "service `{service}` keeps {what} on the node it runs on, and seatrial reaches only the data of node {} (the manager it talks to)",
-        node.named()
+        "service `{service}` keeps {what} on the node it runs on, and seatrial reaches only the data of node `{}`, the node of the manager it talks to (node id {})",
+        node.hostname, node.id
     );
     let elsewhere = format!(
         "or run seatrial against a manager on the node that should hold the data (DOCKER_HOST); see {DOCS}"
@@ -547,7 +547,7 @@ mod tests {
             "service `pv_db`",
             "volume `pv_data`",
             "`node.hostname==c2`",
-            "`c1` (node id oxde88o23rz2)",
+            "node `c1`, the node of the manager it talks to (node id oxde88o23rz2)",
             "drop or change the constraint",
             "DOCKER_HOST",
         ] {
