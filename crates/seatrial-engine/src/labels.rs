@@ -24,6 +24,10 @@ pub const KIND_SNAPSHOT_HELPER: &str = "snapshot-helper";
 /// On a service pinned to the manager's node because it mounts a volume or host path: the
 /// constraint and why (volumes are node-local; docs/cluster.md, "Volumes").
 pub const PINNED: &str = "io.seatrial.pinned";
+/// What a service does inside its stack, when it is not one of the recipe's own services.
+pub const ROLE: &str = "io.seatrial.role";
+/// [`ROLE`] of the one-shot job that probes a service from inside the swarm.
+pub const ROLE_PROBE: &str = "probe";
 /// `true` when the recipe had uncommitted changes at deploy time.
 pub const DIRTY: &str = "io.seatrial.dirty";
 

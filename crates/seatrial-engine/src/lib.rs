@@ -226,6 +226,45 @@ pub struct TaskAddress {
     pub ip: std::net::IpAddr,
 }
 
+/// A one-shot job that probes a stack's service from inside the swarm: a `replicated-job`
+/// service on the service's network, so it reaches the service wherever its tasks run — on a
+/// multi-node swarm this host cannot reach tasks on other nodes (or, behind a remote
+/// `DOCKER_HOST`, any task at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeJob {
+    pub stack: String,
+    /// Full name (`<stack>_<service>`) of the service probed: the job joins the first network
+    /// of its task template and carries its `io.seatrial.*` labels.
+    pub service: String,
+    /// The image the job runs (seatrial's own, by default: it carries `seatrial probe`).
+    pub image: String,
+    /// The job's command, replacing the image's entrypoint (`["seatrial", "probe", ...]`).
+    pub command: Vec<String>,
+    /// How long the command may take once started; the engine waits this plus a margin for
+    /// scheduling and starting the task before giving up on the job.
+    pub deadline: Duration,
+}
+
+/// How a [`ProbeJob`] ended. The job is removed (and gone) when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeJobOutcome {
+    /// The exit code of the job's command; `None` when it did not end (timed out) or never
+    /// started (its task was rejected: an image missing on the node, say).
+    pub exit_code: Option<i64>,
+    /// The last state of the job's task (`complete`, `failed`, `rejected`, ...; `pending` when
+    /// it had none), and the swarm's message for it.
+    pub state: String,
+    pub error: Option<String>,
+    /// Whether the engine stopped waiting before the task ended.
+    pub timed_out: bool,
+    /// The job's output (stdout and stderr), read through the manager.
+    pub output: String,
+    /// The hostname of the node the job's task ran on (empty when it was never placed).
+    pub node: String,
+    /// The name of the network the job joined.
+    pub network: String,
+}
+
 /// A stack that has seatrial-labelled objects on the engine (services, containers, networks,
 /// volumes, secrets or configs — also orphans a killed run left without services).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -306,6 +345,13 @@ pub trait Engine: VolumeSnapshots + Send + Sync {
         &self,
         service: &str,
     ) -> Result<std::collections::HashMap<String, String>>;
+
+    /// Runs a one-shot probe job inside the swarm (see [`ProbeJob`]), waits until it ends, reads
+    /// its output, and removes it — also when waiting fails, times out or is cancelled.
+    async fn run_probe_job(&self, job: &ProbeJob) -> Result<ProbeJobOutcome>;
+
+    /// The hostnames of the nodes the service's running tasks are on (`<stack>_<service>`).
+    async fn service_nodes(&self, service: &str) -> Result<Vec<String>>;
 }
 
 /// Formats a duration for people: `850ms`, `12.3s`, `4m05s`.

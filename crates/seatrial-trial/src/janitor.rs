@@ -405,6 +405,15 @@ mod tests {
         ) -> Result<std::collections::HashMap<String, String>, EngineError> {
             unused()
         }
+        async fn run_probe_job(
+            &self,
+            _: &seatrial_engine::ProbeJob,
+        ) -> Result<seatrial_engine::ProbeJobOutcome, EngineError> {
+            unused()
+        }
+        async fn service_nodes(&self, _: &str) -> Result<Vec<String>, EngineError> {
+            unused()
+        }
     }
 
     #[derive(Debug)]

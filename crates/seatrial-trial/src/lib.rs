@@ -380,7 +380,11 @@ async fn lifecycle(
         return true;
     }
     let mut probe_url = None;
-    let probe_what = format!("probing the app ({:?} strategy)", s.strategy).to_lowercase();
+    let probe_what = if s.strategy_chosen {
+        format!("probing the app ({} strategy)", s.strategy.name())
+    } else {
+        "probing the app".to_owned()
+    };
     if !record(
         report,
         cancel,

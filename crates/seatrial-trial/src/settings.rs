@@ -10,7 +10,8 @@
 //! env = { GREETING = "hi" } # app env overrides
 //!
 //! [probe]
-//! strategy = "gateway"     # gateway | url | exec
+//! strategy = "gateway"     # gateway | url | exec | job (default: gateway on a single node; on
+//!                          # a cluster url when a url is set, else job)
 //! services = ["app"]       # which services to probe (default: the traefik-routed one, else
 //!                          # each with a published or exposed port)
 //! port = 8080              # the port to probe (default: traefik's, published, or exposed)
@@ -21,6 +22,8 @@
 //! url = "https://proxy.example.org"            # strategy = "url": base URL, sent with Host: <domain>
 //! insecure = false         # https: accept a certificate that does not verify (test proxies)
 //! command = ["wget", "-q", "-O-", "http://127.0.0.1/"]  # strategy = "exec": run in the container
+//! image = "seatrial:0.1.0"  # strategy = "job": the image that runs `seatrial probe` in the swarm
+//!                          # (default: SEATRIAL_PROBE_IMAGE, else seatrial:<its version>)
 //!
 //! [probe.service.api]      # per service: overrides port, path, status, body, command for it;
 //! path = "/api/health"     # with such tables and no `services`, the services probed are theirs
@@ -45,6 +48,33 @@ pub enum Strategy {
     Url,
     /// A command in the service's container; exit 0 passes.
     Exec,
+    /// From inside the swarm: a one-shot job on the service's network runs `seatrial probe`
+    /// (multi-node swarms and remote engines, where this host cannot reach the tasks).
+    Job,
+}
+
+impl Strategy {
+    /// Its name as settings write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Url => "url",
+            Self::Exec => "exec",
+            Self::Job => "job",
+        }
+    }
+}
+
+/// The environment variable naming the image of probe jobs (`probe.image` beats it).
+pub const PROBE_IMAGE_ENV: &str = "SEATRIAL_PROBE_IMAGE";
+
+/// The image probe jobs run without `probe.image` or [`PROBE_IMAGE_ENV`]: seatrial's own, at
+/// this version (`scripts/build-image.sh` tags it), which carries `seatrial probe`.
+pub fn default_probe_image() -> String {
+    std::env::var(PROBE_IMAGE_ENV)
+        .ok()
+        .filter(|i| !i.trim().is_empty())
+        .unwrap_or_else(|| format!("seatrial:{}", env!("CARGO_PKG_VERSION")))
 }
 
 /// Everything a trial can be told; `None` means "not said here".
@@ -64,6 +94,8 @@ pub struct Overrides {
     pub url: Option<String>,
     pub insecure: Option<bool>,
     pub command: Option<Vec<String>>,
+    /// The image of probe jobs (strategy `job`).
+    pub probe_image: Option<String>,
     /// `[probe.service.<name>]` tables.
     pub per_service: BTreeMap<String, ServiceProbe>,
 }
@@ -95,7 +127,7 @@ impl Overrides {
             status,
             body
         );
-        over!(probe_timeout, url, insecure, command);
+        over!(probe_timeout, url, insecure, command, probe_image);
         self.env.extend(later.env.iter().cloned());
         for (k, v) in &later.per_service {
             self.per_service.insert(k.clone(), v.clone());
@@ -112,6 +144,9 @@ pub struct Settings {
     pub test_timeout: Duration,
     pub env: Vec<(String, String)>,
     pub strategy: Strategy,
+    /// Whether some layer chose the strategy; when none did, the serve stage picks one for the
+    /// engine (see [`Strategy`]).
+    pub strategy_chosen: bool,
     pub services: Option<Vec<String>>,
     pub port: Option<u16>,
     pub probe: ProbeSpec,
@@ -119,6 +154,8 @@ pub struct Settings {
     /// `url` over https: accept a certificate that does not verify.
     pub insecure: bool,
     pub command: Option<Vec<String>>,
+    /// The image probe jobs run (strategy `job`).
+    pub probe_image: String,
     pub per_service: BTreeMap<String, ServiceProbe>,
 }
 
@@ -130,12 +167,14 @@ impl Default for Settings {
             test_timeout: Duration::from_secs(300),
             env: Vec::new(),
             strategy: Strategy::Gateway,
+            strategy_chosen: false,
             services: None,
             port: None,
             probe: ProbeSpec::default(),
             url: None,
             insecure: false,
             command: None,
+            probe_image: default_probe_image(),
             per_service: BTreeMap::new(),
         }
     }
@@ -152,6 +191,10 @@ impl Settings {
             self.env.push((k.clone(), v.clone()));
         }
         self.strategy = o.strategy.unwrap_or(self.strategy);
+        self.strategy_chosen |= o.strategy.is_some();
+        if let Some(image) = &o.probe_image {
+            self.probe_image.clone_from(image);
+        }
         if o.services.is_some() {
             self.services.clone_from(&o.services);
         }
@@ -248,6 +291,9 @@ impl Settings {
                     "probe strategy `exec` needs a command (probe.command, probe.service.<name>.command or --probe-command)".into(),
                 )
             }
+            Strategy::Job if self.probe_image.trim().is_empty() => Err(
+                "probe strategy `job` needs an image that carries `seatrial probe` (probe.image or SEATRIAL_PROBE_IMAGE)".into(),
+            ),
             _ => Ok(()),
         }
     }
@@ -286,6 +332,7 @@ pub struct ProbeSection {
     url: Option<String>,
     insecure: Option<bool>,
     command: Option<Vec<String>>,
+    image: Option<String>,
     #[serde(default)]
     service: BTreeMap<String, ServiceSection>,
 }
@@ -365,6 +412,7 @@ impl ProbeSection {
             url: self.url,
             insecure: self.insecure,
             command: self.command,
+            probe_image: self.image,
             per_service: self
                 .service
                 .into_iter()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Quiet, git, serve_ok, write_recipe};
-use seatrial_engine::fake::{Behaviour, FakeEngine};
+use seatrial_engine::fake::{Behaviour, FakeEngine, FakeProbeJob};
 use seatrial_engine::labels::RunLabels;
 use seatrial_engine::{DeployOptions, Engine, StackPlan};
 use seatrial_trial::settings::{Overrides, Strategy};
@@ -351,4 +351,189 @@ async fn prepare_reaps_what_a_killed_trial_left_and_keeps_other_apps() {
         "an app that is not a trial is never reaped"
     );
     assert_eq!(report.result, TrialResult::Pass);
+}
+
+/// A plain recipe's trial on `engine`, with `edit` applied to its config.
+async fn trial_on(
+    engine: &FakeEngine,
+    test_script: &str,
+    edit: impl FnOnce(&mut TrialConfig),
+) -> TrialReport {
+    let root = tempfile::tempdir().expect("tempdir");
+    let recipe = plain_recipe(root.path(), test_script);
+    let port = serve_ok().await;
+    let mut config = config(&recipe, root.path(), port);
+    edit(&mut config);
+    seatrial_trial::run(engine, config, &Quiet, CancellationToken::new()).await
+}
+
+#[tokio::test]
+async fn on_a_cluster_the_default_probe_runs_inside_the_swarm() {
+    let engine = engine();
+    engine.set_nodes(2);
+    engine.script_probe_job(FakeProbeJob::exited(
+        0,
+        "http://tasks.x_app:80/ (Host: d): 200 (try 3, after 1.2s)",
+        "c2",
+    ));
+    // The recipe's test sees no URL: nothing the job reached is reachable from this host.
+    let report = trial_on(&engine, "test -z \"$SEATRIAL_URL\"", |_| {}).await;
+    assert_eq!(report.result, TrialResult::Pass, "{:#?}", report.stages);
+    let serve = &stage(&report, "serve").detail;
+    let url = format!("http://tasks.{}_app:", report.stack);
+    assert!(
+        serve.starts_with(&format!(
+            "probed from inside the swarm (job on network {}_default, node c2): GET {url}",
+            report.stack
+        )),
+        "{serve}"
+    );
+    assert!(
+        serve.contains(&format!(
+            "(Host: {}) → 200 (try 3, after 1.2s)",
+            report.domain
+        )),
+        "{serve}"
+    );
+    assert!(
+        serve.ends_with("[a 2-node swarm: from inside the swarm]"),
+        "the detail says why seatrial chose it: {serve}"
+    );
+    let jobs = engine.probe_jobs();
+    assert_eq!(jobs.len(), 1, "one job for the one probed service");
+    let job = &jobs[0];
+    assert_eq!(job.service, format!("{}_app", report.stack));
+    assert_eq!(job.image, format!("seatrial:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(job.command[..2], ["seatrial", "probe"]);
+    for flag in ["--host", "--accept", "--retry-for"] {
+        assert!(job.command.iter().any(|a| a == flag), "{:?}", job.command);
+    }
+    assert!(job.command.contains(&report.domain), "{:?}", job.command);
+    assert!(
+        job.command.contains(&"200-399".to_owned()),
+        "{:?}",
+        job.command
+    );
+    assert!(
+        job.command.contains(&"2000ms".to_owned()),
+        "the probe timeout"
+    );
+    assert_eq!(
+        stage(&report, "tests").result,
+        StageResult::Pass,
+        "SEATRIAL_URL is empty with a probe job"
+    );
+    torn_down(&engine, &report);
+}
+
+#[tokio::test]
+async fn on_a_cluster_a_configured_url_is_used_and_explicit_choices_are_honoured() {
+    // A base URL configured (the reverse proxy): probed through it, no job.
+    let engine = engine();
+    engine.set_nodes(3);
+    let proxy = serve_ok().await;
+    let report = trial_on(&engine, "exit 0", |c| {
+        c.overrides.url = Some(format!("http://127.0.0.1:{proxy}"));
+    })
+    .await;
+    let serve = &stage(&report, "serve").detail;
+    assert_eq!(report.result, TrialResult::Pass, "{serve}");
+    assert!(
+        serve.starts_with(&format!(
+            "GET http://127.0.0.1:{proxy}/ (Host: {}) → 200",
+            report.domain
+        )),
+        "{serve}"
+    );
+    assert!(
+        serve.ends_with("[a 3-node swarm: through the reverse proxy at probe.url]"),
+        "{serve}"
+    );
+    assert!(engine.probe_jobs().is_empty());
+
+    // `gateway` chosen explicitly on a cluster: honoured (the fake's task is reachable).
+    let engine = self::engine();
+    engine.set_nodes(2);
+    let report = trial_on(&engine, "exit 0", |c| {
+        c.overrides.strategy = Some(Strategy::Gateway);
+    })
+    .await;
+    let serve = &stage(&report, "serve").detail;
+    assert_eq!(report.result, TrialResult::Pass, "{serve}");
+    assert!(serve.starts_with("GET http://127.0.0.1:"), "{serve}");
+    assert!(engine.probe_jobs().is_empty());
+
+    // `job` chosen explicitly on a single node: honoured, with the image asked for.
+    let engine = self::engine();
+    let report = trial_on(&engine, "exit 0", |c| {
+        c.overrides.strategy = Some(Strategy::Job);
+        c.overrides.probe_image = Some("registry.example/seatrial:9".to_owned());
+    })
+    .await;
+    let serve = &stage(&report, "serve").detail;
+    assert_eq!(report.result, TrialResult::Pass, "{serve}");
+    assert!(
+        serve.starts_with("probed from inside the swarm (job on network") && !serve.contains(" ["),
+        "no reason given for a chosen strategy: {serve}"
+    );
+    assert_eq!(engine.probe_jobs()[0].image, "registry.example/seatrial:9");
+
+    // A single node without settings: the gateway, as before.
+    let engine = self::engine();
+    let report = trial_on(&engine, "exit 0", |_| {}).await;
+    assert_eq!(report.result, TrialResult::Pass);
+    assert!(
+        stage(&report, "serve")
+            .detail
+            .starts_with("GET http://127.0.0.1:"),
+        "{}",
+        stage(&report, "serve").detail
+    );
+    assert!(engine.probe_jobs().is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_probe_job_fails_serve_and_one_that_cannot_run_is_infrastructure() {
+    let engine = engine();
+    engine.set_nodes(2);
+    engine.script_probe_job(FakeProbeJob::exited(
+        1,
+        "http://tasks.x_app:80/ (Host: d): try 1: status 404 (expected 200-399)\nerror: http://tasks.x_app:80/ (Host: d): no healthy answer within 2s (6 tries); last: status 404 (expected 200-399)",
+        "c2",
+    ));
+    let report = trial_on(&engine, "exit 0", |_| {}).await;
+    let serve = stage(&report, "serve");
+    assert_eq!(serve.result, StageResult::Fail, "{}", serve.detail);
+    assert!(
+        serve.detail.contains("probed from inside the swarm (job on network")
+            && serve.detail.contains("node c2")
+            && serve.detail.ends_with(
+                "did not succeed within 2.0s: http://tasks.x_app:80/ (Host: d): no healthy answer within 2s (6 tries); last: status 404 (expected 200-399)"
+            ),
+        "{}",
+        serve.detail
+    );
+    assert_eq!(report.result, TrialResult::Fail);
+    torn_down(&engine, &report);
+
+    let engine = self::engine();
+    engine.set_nodes(2);
+    engine.script_probe_job(FakeProbeJob::rejected(
+        "No such image: seatrial:0.1.0",
+        "c2",
+    ));
+    let report = trial_on(&engine, "exit 0", |_| {}).await;
+    let serve = stage(&report, "serve");
+    assert_eq!(serve.result, StageResult::Error, "{}", serve.detail);
+    assert_eq!(report.error_kind, Some("infrastructure"));
+    assert!(
+        serve
+            .detail
+            .contains("did not run: task rejected: No such image: seatrial:0.1.0")
+            && serve.detail.contains("must be on every node")
+            && serve.detail.contains("SEATRIAL_PROBE_IMAGE"),
+        "says what to do: {}",
+        serve.detail
+    );
+    torn_down(&engine, &report);
 }

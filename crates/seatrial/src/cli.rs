@@ -60,9 +60,10 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print seatrial's man page (roff) on stdout: `seatrial man | man -l -`.
     Man,
-    /// Ask a URL once and exit 0 when it answers the expected status (1 otherwise): a health
-    /// check for images without curl, like seatrial's own (`seatrial probe
-    /// http://127.0.0.1:8086/healthz`).
+    /// Ask a URL and exit 0 when it answers the expected status (1 otherwise): a health check
+    /// for images without curl, like seatrial's own (`seatrial probe
+    /// http://127.0.0.1:8086/healthz`), and the in-cluster probe of a trial (--host, --accept,
+    /// --body, --retry-for).
     Probe(ProbeArgs),
     /// Gate a push to production: the config's checks and migration check, then (with --deploy,
     /// or a --ref in deploy_branches) deploy, wait for readiness, roll back on failure. Exit 0
@@ -85,11 +86,29 @@ pub struct ProbeArgs {
     /// The URL to ask (GET; redirects are not followed).
     pub url: String,
     /// The status that counts as healthy.
-    #[arg(long, default_value_t = 200, value_name = "CODE")]
+    #[arg(
+        long,
+        default_value_t = 200,
+        value_name = "CODE",
+        conflicts_with = "accept"
+    )]
     pub status: u16,
-    /// Give up after this long (e.g. "5s").
+    /// Give up after this long (e.g. "5s"); with --retry-for, each try's limit.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// The Host header to send (e.g. the app's domain, as a reverse proxy would pass it).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// The statuses that count as healthy, e.g. 200-399 (instead of --status).
+    #[arg(long, value_name = "LOW-HIGH", value_parser = seatrial_trial::settings::parse_status_range)]
+    pub accept: Option<(u16, u16)>,
+    /// Text the answer's body must contain.
+    #[arg(long, value_name = "TEXT")]
+    pub body: Option<String>,
+    /// Ask again (backing off up to 2s) until a healthy answer or this long has passed, e.g.
+    /// "60s"; each failed try is printed on stderr.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_for: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -262,7 +281,8 @@ pub struct TestArgs {
     /// with one counts once healthy.
     #[arg(long, value_parser = parse_duration)]
     pub stable_for: Option<Duration>,
-    /// How the serve stage reaches the app [default: gateway].
+    /// How the serve stage reaches the app [default: gateway on a single node; on a multi-node
+    /// swarm or a remote engine, url with --probe-url, else job].
     #[arg(long, value_enum)]
     pub probe_strategy: Option<ProbeStrategy>,
     /// A service to probe (repeatable) [default: the traefik-routed one, else each with a port].
@@ -292,6 +312,10 @@ pub struct TestArgs {
     /// Command to run in the service's container (strategy exec), e.g. "wget -q -O- http://127.0.0.1/"
     #[arg(long)]
     pub probe_command: Option<String>,
+    /// The image a probe job runs (strategy job); it must carry `seatrial probe` [default:
+    /// $SEATRIAL_PROBE_IMAGE, else seatrial:<this version>].
+    #[arg(long)]
+    pub probe_image: Option<String>,
     /// Timeout of each executable of the recipe's tests/ [default: 5m].
     #[arg(long, value_parser = parse_duration)]
     pub test_timeout: Option<Duration>,
@@ -320,6 +344,9 @@ pub enum ProbeStrategy {
     Url,
     /// A command in the service's container (--probe-command); exit 0 passes.
     Exec,
+    /// From inside the swarm: a one-shot job on the service's network runs `seatrial probe`
+    /// (--probe-image; the default on a multi-node swarm without --probe-url).
+    Job,
 }
 
 #[derive(Debug, Args)]

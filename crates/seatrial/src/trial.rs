@@ -136,6 +136,7 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
                 ProbeStrategy::Gateway => Strategy::Gateway,
                 ProbeStrategy::Url => Strategy::Url,
                 ProbeStrategy::Exec => Strategy::Exec,
+                ProbeStrategy::Job => Strategy::Job,
             }),
             services: (!args.probe_services.is_empty()).then(|| args.probe_services.clone()),
             port: args.probe_port,
@@ -145,6 +146,7 @@ pub async fn run(args: TestArgs) -> Result<(), Failure> {
             probe_timeout: args.probe_timeout,
             url: args.probe_url.clone(),
             insecure: args.probe_insecure.then_some(true),
+            probe_image: args.probe_image.clone(),
             per_service: Default::default(),
             command: match &args.probe_command {
                 None => None,

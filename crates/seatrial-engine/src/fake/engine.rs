@@ -15,8 +15,8 @@ use crate::labels::{CREATED, STACK_NAMESPACE};
 use crate::stability::{Stability, Step};
 use crate::{
     ConvergeOptions, ConvergeReport, DeployMode, DeployOptions, DeployOutcome, Engine, EngineInfo,
-    LabelledStack, ProgressObserver, Result, ServiceStatus, StackPlan, TaskAddress,
-    UndeployOptions, UndeployReport,
+    LabelledStack, ProbeJob, ProbeJobOutcome, ProgressObserver, Result, ServiceStatus, StackPlan,
+    TaskAddress, UndeployOptions, UndeployReport,
 };
 
 impl FakeEngine {
@@ -106,7 +106,7 @@ impl Engine for FakeEngine {
             server_version: "fake".to_owned(),
             api_version: "fake".to_owned(),
             node_id: "fake-node".to_owned(),
-            nodes: 1,
+            nodes: self.state().nodes.max(1),
         })
     }
 
@@ -467,5 +467,52 @@ impl Engine for FakeEngine {
             .service(service)
             .ok_or_else(|| missing(format!("inspecting service `{service}`"), "service"))?;
         Ok(found.labels_at(Instant::now()).clone())
+    }
+
+    /// Records the job and answers as scripted; the job is gone when this returns, as on the
+    /// Swarm engine. The network is the stack's first.
+    async fn run_probe_job(&self, job: &ProbeJob) -> Result<ProbeJobOutcome> {
+        let mut state = self.state();
+        if state.service(&job.service).is_none() {
+            return Err(missing(
+                format!("inspecting service `{}` for its network", job.service),
+                "service",
+            ));
+        }
+        state.probe_jobs.push(job.clone());
+        let network = state
+            .networks
+            .iter()
+            .find(|o| o.labels.get(STACK_NAMESPACE).map(String::as_str) == Some(&job.stack))
+            .map_or_else(|| format!("{}_default", job.stack), |o| o.name.clone());
+        let scripted = state
+            .probe_job
+            .clone()
+            .unwrap_or_else(|| super::FakeProbeJob::exited(0, "200", "fake-node"));
+        Ok(ProbeJobOutcome {
+            exit_code: scripted.exit_code,
+            state: scripted.state,
+            error: scripted.error,
+            timed_out: scripted.timed_out,
+            output: scripted.output,
+            node: scripted.node,
+            network,
+        })
+    }
+
+    async fn service_nodes(&self, service: &str) -> Result<Vec<String>> {
+        let now = Instant::now();
+        let state = self.state();
+        let found = state.service(service).ok_or_else(|| {
+            missing(
+                format!("listing the tasks of service `{service}`"),
+                "service",
+            )
+        })?;
+        Ok(if found.look(now).status.running > 0 {
+            vec!["fake-node".to_owned()]
+        } else {
+            Vec::new()
+        })
     }
 }

@@ -63,6 +63,45 @@ impl FakeVolume {
     }
 }
 
+/// How a probe job ends on the fake engine ([`FakeEngine::script_probe_job`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeProbeJob {
+    /// `None`: the job never ran (its task was rejected) or did not end in time.
+    pub exit_code: Option<i64>,
+    /// The task's state: `complete`, `failed`, `rejected`, ...
+    pub state: String,
+    pub error: Option<String>,
+    pub timed_out: bool,
+    pub output: String,
+    pub node: String,
+}
+
+impl FakeProbeJob {
+    /// A job that ran on `node` and exited with `code`, printing `output`.
+    pub fn exited(code: i64, output: &str, node: &str) -> Self {
+        Self {
+            exit_code: Some(code),
+            state: if code == 0 { "complete" } else { "failed" }.to_owned(),
+            error: (code != 0).then(|| format!("task: non-zero exit ({code})")),
+            timed_out: false,
+            output: output.to_owned(),
+            node: node.to_owned(),
+        }
+    }
+
+    /// A job whose task the swarm rejected on `node` with `error` (it never ran).
+    pub fn rejected(error: &str, node: &str) -> Self {
+        Self {
+            exit_code: None,
+            state: "rejected".to_owned(),
+            error: Some(error.to_owned()),
+            timed_out: false,
+            output: String::new(),
+            node: node.to_owned(),
+        }
+    }
+}
+
 /// The fake engine. Clones share one state.
 #[derive(Clone, Default)]
 pub struct FakeEngine {
@@ -114,6 +153,22 @@ impl FakeEngine {
     /// Whether `image` defines a HEALTHCHECK (default: no).
     pub fn set_image_healthcheck(&self, image: &str, has: bool) {
         self.state().image_health.insert(image.to_owned(), has);
+    }
+
+    /// How many nodes the swarm claims to have (default one): more than one makes it a cluster,
+    /// where a trial probes from inside the swarm by default.
+    pub fn set_nodes(&self, nodes: u64) {
+        self.state().nodes = nodes;
+    }
+
+    /// How the next probe jobs end (default: exit 0 on node `fake-node`, printing `200`).
+    pub fn script_probe_job(&self, outcome: FakeProbeJob) {
+        self.state().probe_job = Some(outcome);
+    }
+
+    /// The probe jobs run so far, oldest first.
+    pub fn probe_jobs(&self) -> Vec<crate::ProbeJob> {
+        self.state().probe_jobs.clone()
     }
 
     /// Names of the services of `stack` (removed ones too, until they are gone).

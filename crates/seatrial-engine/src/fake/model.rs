@@ -189,6 +189,12 @@ pub(super) struct State {
     /// Volumes an agent will still create for the container of a task that was starting when
     /// its service went: nothing on the engine shows them before they exist.
     pub(super) pending_volumes: Vec<(Instant, FakeVolume)>,
+    /// How many nodes the swarm has (0: not set, one).
+    pub(super) nodes: u64,
+    /// How the next probe jobs end (`None`: they pass).
+    pub(super) probe_job: Option<super::FakeProbeJob>,
+    /// The probe jobs run so far.
+    pub(super) probe_jobs: Vec<crate::ProbeJob>,
 }
 
 impl State {

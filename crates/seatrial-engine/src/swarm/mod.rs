@@ -9,6 +9,7 @@
 //! - [`inventory`]: list (and remove) a stack's objects of each kind, by label or name;
 //! - [`placement`]: volumes are node-local, so services with volumes are pinned to the
 //!   manager's node on a multi-node swarm (or refused when they cannot run there);
+//! - [`probe_job`]: probe a service from inside the swarm with a one-shot job;
 //! - [`pulse`]: wake up on the engine's events of a stack, with a bounded polling fallback.
 
 mod converge;
@@ -16,6 +17,7 @@ mod deploy;
 mod inspect;
 mod inventory;
 mod placement;
+mod probe_job;
 mod pulse;
 mod remove;
 
@@ -29,8 +31,8 @@ use bollard::models::LocalNodeState;
 
 use crate::{
     ConvergeOptions, ConvergeReport, DeployOptions, DeployOutcome, Engine, EngineError, EngineInfo,
-    LabelledStack, ProgressObserver, Result, ServiceStatus, StackPlan, TaskAddress,
-    UndeployOptions, UndeployReport,
+    LabelledStack, ProbeJob, ProbeJobOutcome, ProgressObserver, Result, ServiceStatus, StackPlan,
+    TaskAddress, UndeployOptions, UndeployReport,
 };
 
 /// A Docker Swarm manager reached through the Docker API.
@@ -269,6 +271,14 @@ impl Engine for SwarmEngine {
 
     async fn service_labels(&self, service: &str) -> Result<HashMap<String, String>> {
         self.deployed_labels(service).await
+    }
+
+    async fn run_probe_job(&self, job: &ProbeJob) -> Result<ProbeJobOutcome> {
+        self.probe_job(job).await
+    }
+
+    async fn service_nodes(&self, service: &str) -> Result<Vec<String>> {
+        self.nodes_of(service).await
     }
 }
 

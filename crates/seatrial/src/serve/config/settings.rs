@@ -40,19 +40,10 @@ pub struct StoredProbe {
     pub services: Option<Vec<String>>,
 }
 
-fn strategy_name(s: seatrial_trial::settings::Strategy) -> &'static str {
-    use seatrial_trial::settings::Strategy;
-    match s {
-        Strategy::Gateway => "gateway",
-        Strategy::Url => "url",
-        Strategy::Exec => "exec",
-    }
-}
-
 impl StoredProbe {
     pub fn from_overrides(o: &seatrial_trial::settings::Overrides) -> Self {
         Self {
-            strategy: o.strategy.map(|s| strategy_name(s).to_owned()),
+            strategy: o.strategy.map(|s| s.name().to_owned()),
             url: o.url.clone(),
             insecure: o.insecure,
             path: o.path.clone(),
@@ -82,7 +73,9 @@ impl StoredProbe {
             .as_deref()
             .map(|s| {
                 serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
-                    format!("the run's stored probe strategy {s:?} is not gateway, url or exec")
+                    format!(
+                        "the run's stored probe strategy {s:?} is not gateway, url, exec or job"
+                    )
                 })
             })
             .transpose()?;
