@@ -226,8 +226,9 @@ pub struct TaskAddress {
     pub ip: std::net::IpAddr,
 }
 
-/// A one-shot job that probes a stack's service from inside the swarm: a `replicated-job`
-/// service on the service's network, so it reaches the service wherever its tasks run — on a
+/// A one-shot job that probes a stack's service from inside the swarm: a service with one
+/// task that is never restarted, on the service's network, so it reaches the service wherever
+/// its tasks run — on a
 /// multi-node swarm this host cannot reach tasks on other nodes (or, behind a remote
 /// `DOCKER_HOST`, any task at all).
 #[derive(Debug, Clone, PartialEq, Eq)]

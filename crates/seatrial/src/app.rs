@@ -25,7 +25,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::App(AppCommand::Ps(args)) => ps(args).await,
         Command::Lint(args) => crate::lint::run(&args),
         Command::Render(args) => crate::render::run(&args),
-        Command::Test(args) => crate::trial::run(args).await,
+        Command::Test(args) => crate::trial::run(*args).await,
         Command::Janitor(args) => crate::trial::janitor(args).await,
         Command::Warm(command) => crate::warm::run(command).await,
         Command::Reconcile(args) => crate::infra::run(args).await,

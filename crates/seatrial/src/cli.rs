@@ -40,7 +40,7 @@ pub enum Command {
     Render(RenderArgs),
     /// Run a cold trial: install the previous release, serve, upgrade to the change, run the
     /// recipe's tests, tear everything down.
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// Remove what killed or crashed trials left behind (only trial stacks whose run is gone).
     Janitor(JanitorArgs),
     /// Warm canonicals: known-good, data-warm copies of recipes for `seatrial test --quick`.

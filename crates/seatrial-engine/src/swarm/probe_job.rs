@@ -1,7 +1,12 @@
-//! Probing from inside the swarm: a one-shot `replicated-job` service on the probed service's
-//! network runs a probe command (seatrial's image: `seatrial probe …`), wherever the swarm
-//! places it. On a multi-node swarm this host cannot reach a task on another node, nor — behind
-//! a remote `DOCKER_HOST` — any task; a task on the stack's own network can.
+//! Probing from inside the swarm: a one-shot service on the probed service's network runs a
+//! probe command (seatrial's image: `seatrial probe …`), wherever the swarm places it. On a
+//! multi-node swarm this host cannot reach a task on another node, nor — behind a remote
+//! `DOCKER_HOST` — any task; a task on the stack's own network can.
+//!
+//! One-shot means one replica that is never restarted, not Swarm's `replicated-job` mode: a
+//! removed job service leaves its task behind for good (moby/moby#44312, seen on Engine
+//! 20.10), still attached to the stack's network — which then cannot be removed — with its
+//! container on its node. A replicated service's tasks go with it.
 //!
 //! The job carries the stack's namespace and the probed service's `io.seatrial.*` labels, so a
 //! teardown or the janitor removes it with the stack should this process die before it does;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, HealthConfig, NetworkAttachmentConfig, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicatedJob, Task, TaskSpec, TaskSpecContainerSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListTasksOptions, LogsOptions};
@@ -182,11 +187,9 @@ impl SwarmEngine {
                 }]),
                 ..Default::default()
             }),
+            // One task, run once (restart condition none): see the module's notes on jobs.
             mode: Some(ServiceSpecMode {
-                replicated_job: Some(ServiceSpecModeReplicatedJob {
-                    max_concurrent: Some(1),
-                    total_completions: Some(1),
-                }),
+                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
                 ..Default::default()
             }),
             // Nobody connects to the job: no virtual IP (which needs IPVS) for it.
