@@ -21,7 +21,7 @@ use bollard::Docker;
 use bollard::models::{
     EndpointSpec, EndpointSpecModeEnum, HealthConfig, NetworkAttachmentConfig, ServiceSpec,
     ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{ListTasksOptions, LogsOptions};
 use futures_util::StreamExt;
@@ -185,6 +185,14 @@ impl SwarmEngine {
                     target: Some(network_id),
                     ..Default::default()
                 }]),
+                // On the manager's own node: the overlay network reaches the probed tasks
+                // wherever they run, the image need only be on this node (seatrial's own, in
+                // a swarm without a registry), and the job's container is one this engine
+                // sees, stops and waits for (on another node it would outlive its task).
+                placement: Some(TaskSpecPlacement {
+                    constraints: Some(vec![format!("node.id=={}", self.node_id())]),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             // One task, run once (restart condition none): see the module's notes on jobs.
