@@ -365,3 +365,139 @@ volumes:
         "nothing was created on the worker"
     );
 }
+
+/// `seatrial <args>` against the manager with the data directory `data`.
+fn seatrial_in(manager: &str, data: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seatrial"))
+        .args(args)
+        .env("DOCKER_HOST", manager)
+        .env("SEATRIAL_DATA_DIR", data)
+        .env_remove("SEATRIAL_PROBE_IMAGE")
+        .output()
+        .expect("run seatrial")
+}
+
+/// A warm canonical on the cluster: promoting the slow-first-boot recipe (its app keeps its
+/// data in a volume) keeps that volume on the manager's node only, where its snapshot is read;
+/// a `--quick` run of a change then passes from it (restored data, probed from inside the
+/// swarm), and `warm drop` leaves neither node anything of it.
+#[test]
+fn a_canonical_and_its_quick_runs_keep_their_data_on_the_manager() {
+    let (manager, worker) = cluster();
+    let scratch = std::env::temp_dir().join(format!("seatrial-pv-{}-warm", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let name = format!("pvw{}", std::process::id() % 100_000);
+    let repo = scratch.join(&name);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = Command::new(root.join("fixtures/recipes/slowseed-history.sh"))
+        .arg(&repo)
+        .output()
+        .expect("slowseed-history.sh");
+    assert!(o.status.success(), "{}", text(&o));
+    let data = scratch.join("data");
+    let repo_arg = repo.to_str().expect("utf8");
+    let run = |reference: &str, extra: &[&str]| {
+        let mut args = vec![
+            "test",
+            repo_arg,
+            "--ref",
+            reference,
+            "--env",
+            "SEED_SECONDS=2",
+            "--janitor-max-age",
+            "100h",
+        ];
+        args.extend_from_slice(extra);
+        seatrial_in(&manager, &data, &args)
+    };
+
+    let promote = run("1.1.0+1", &["--promote"]);
+    assert_eq!(promote.status.code(), Some(0), "{}", text(&promote));
+    let list = seatrial_in(&manager, &data, &["warm", "list", "--json"]);
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    let canonicals: serde_json::Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    let canonical = canonicals
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["recipe"] == *name))
+        .unwrap_or_else(|| panic!("no canonical of {name}: {canonicals:#}"))
+        .clone();
+    let stack = canonical["stack"].as_str().expect("stack").to_owned();
+    let volumes: Vec<String> = canonical["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert!(!volumes.is_empty(), "{canonical:#}");
+    for v in &volumes {
+        assert_eq!(
+            docker(
+                &manager,
+                &["volume", "ls", "-q", "--filter", &format!("name=^{v}$")]
+            ),
+            *v,
+            "the canonical's volume {v} is on the manager's node"
+        );
+        assert_eq!(
+            docker(
+                &worker,
+                &["volume", "ls", "-q", "--filter", &format!("name={v}")]
+            ),
+            "",
+            "and not on the worker"
+        );
+    }
+    assert!(
+        canonical["snapshot"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "its snapshot was read: {canonical:#}"
+    );
+
+    let report_file = scratch.join("quick.json");
+    let quick = run(
+        "good-change",
+        &["--quick", "--json", report_file.to_str().expect("utf8")],
+    );
+    assert_eq!(quick.status.code(), Some(0), "{}", text(&quick));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_file).expect("report"))
+            .expect("JSON report");
+    assert_eq!(report["mode"], "quick", "{report:#}");
+    assert_eq!(report["result"], "pass", "{report:#}");
+    let serve = report["stages"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "serve"))
+        .unwrap_or_else(|| panic!("a serve stage: {report:#}"));
+    assert!(
+        serve["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("probed from inside the swarm")),
+        "{serve:#}"
+    );
+
+    let drop = seatrial_in(&manager, &data, &["warm", "drop", &name]);
+    assert_eq!(drop.status.code(), Some(0), "{}", text(&drop));
+    assert_eq!(
+        leftovers(&manager, &stack, true),
+        Vec::<String>::new(),
+        "manager"
+    );
+    assert_eq!(
+        leftovers(&worker, &stack, false),
+        Vec::<String>::new(),
+        "worker"
+    );
+    for v in &volumes {
+        assert_eq!(
+            docker(
+                &worker,
+                &["volume", "ls", "-q", "--filter", &format!("name={v}")]
+            ),
+            "",
+            "worker"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
