@@ -378,7 +378,17 @@ async fn job_probe(ctx: &Ctx<'_>, s: &Settings, target: &Target) -> Result<Strin
     let last = last_line(&outcome.output);
     let image = &s.probe_image;
     let fix_image = format!(
-        "seatrial's image ({image}) must be on every node and as new as this seatrial: build it with scripts/build-image.sh and load it on each node (docker save | docker load), or name another with probe.image or SEATRIAL_PROBE_IMAGE"
+        "seatrial's image ({image}) must be on the manager's node and as new as this seatrial: build it with scripts/build-image.sh and load it there (docker save | docker load), or name another with probe.image or SEATRIAL_PROBE_IMAGE"
+    );
+    // The task's state and the swarm's message for it: `failed: …`.
+    let task = format!(
+        "{}{}",
+        outcome.state,
+        outcome
+            .error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
     );
     match outcome.exit_code {
         Some(0) => {
@@ -404,26 +414,14 @@ async fn job_probe(ctx: &Ctx<'_>, s: &Settings, target: &Target) -> Result<Strin
         )),
         None if outcome.timed_out => Err(StageError::Error(
             format!(
-                "the probe job for service `{service}` ({place}, image {image}) did not finish within {} and a minute to start (task state: {}{}); {fix_image}",
+                "the probe job for service `{service}` ({place}, image {image}) did not finish within {} and a minute to start (task state: {task}); {fix_image}",
                 seatrial_engine::fmt_duration(spec.deadline),
-                outcome.state,
-                outcome
-                    .error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
             ),
             ErrorKind::Infrastructure,
         )),
         None => Err(StageError::Error(
             format!(
-                "the probe job for service `{service}` ({place}, image {image}) did not run: task {}{}; {fix_image}",
-                outcome.state,
-                outcome
-                    .error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
+                "the probe job for service `{service}` ({place}, image {image}) did not run: task {task}; {fix_image}"
             ),
             ErrorKind::Infrastructure,
         )),

@@ -530,7 +530,7 @@ async fn a_failing_probe_job_fails_serve_and_one_that_cannot_run_is_infrastructu
         serve
             .detail
             .contains("did not run: task rejected: No such image: seatrial:0.1.0")
-            && serve.detail.contains("must be on every node")
+            && serve.detail.contains("must be on the manager's node")
             && serve.detail.contains("SEATRIAL_PROBE_IMAGE"),
         "says what to do: {}",
         serve.detail

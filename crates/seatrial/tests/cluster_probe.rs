@@ -57,7 +57,7 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// seatrial's own image, which the probe job runs by default, must be on every node and be
+/// seatrial's own image, which the probe job runs by default (on the manager), must be there and be
 /// current (it answers the flags the job uses): the test command builds it
 /// (scripts/build-image.sh) before `scripts/cluster.sh up` copies it onto both nodes.
 fn check_probe_image(hosts: &[&str]) {
