@@ -85,7 +85,7 @@ stop_node() {
   pkill -KILL -f -- "/run/docker-$n/" 2>/dev/null || true
   for root in "/var/lib/docker-$n" "/run/docker-$n"; do
     if [ -d "$root" ]; then
-      grep -o " $root[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+      { grep -o " $root[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     fi
   done
   rm -rf "/var/lib/docker-$n" "/run/docker-$n" "/run/docker-$n.pid" "$(sock "$n")"
