@@ -14,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${RUNS:-5}
-eval "$(scripts/cluster.sh up | grep '^DOCKER_HOST=')"
+cluster=$(scripts/cluster.sh up)
+DOCKER_HOST=$(sed -n 's/^DOCKER_HOST=//p' <<<"$cluster")
 export DOCKER_HOST
 cargo build --release --locked --quiet -p seatrial
 bin=$(realpath "${CARGO_TARGET_DIR:-target}/release/seatrial")

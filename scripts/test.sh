@@ -24,7 +24,9 @@ scripts/build-image.sh
 echo "test: scripts/cluster.sh up" >&2
 host_before=$(scripts/cluster.sh host-state)
 trap 'scripts/cluster.sh down' EXIT
-eval "$(scripts/cluster.sh up | grep '^DOCKER_HOST=' | sed 's/^DOCKER_HOST=/SEATRIAL_TEST_CLUSTER=/')"
+cluster=$(scripts/cluster.sh up)
+SEATRIAL_TEST_CLUSTER=$(sed -n 's/^DOCKER_HOST=//p' <<<"$cluster")
+[ -n "$SEATRIAL_TEST_CLUSTER" ] || { echo "test: scripts/cluster.sh up named no manager" >&2; exit 1; }
 export SEATRIAL_TEST_CLUSTER
 export SEATRIAL_TEST_CLUSTER_WORKER=unix:///run/docker-c2.sock
 echo "test: cargo test" >&2
