@@ -695,10 +695,20 @@ async fn an_interrupted_restore_is_found_and_redone() {
         Some(volumes.clone()),
         "the interrupted restore is recorded"
     );
-    let err = engine
-        .snapshot_volumes(&volumes, &dest, IMAGE, &meta())
-        .await
-        .expect_err("an incomplete volume is not snapshotted over the known-good");
+    // The cancelled restore's unpacking runs on a blocking thread that holds the snapshot's lock
+    // until it stops: "busy" until then (seen under load), never a snapshot taken.
+    let until = Instant::now() + Duration::from_secs(60);
+    let err = loop {
+        let err = engine
+            .snapshot_volumes(&volumes, &dest, IMAGE, &meta())
+            .await
+            .expect_err("an incomplete volume is not snapshotted over the known-good");
+        if matches!(err, EngineError::SnapshotBusy { .. }) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        break err;
+    };
     assert!(
         matches!(err, EngineError::RestoreUnfinished { .. }),
         "{err:?}"
